@@ -27,7 +27,6 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         act = getattr(nn, self.activation)
-        x = x.reshape(x.shape[: x.ndim - 1] + (-1,)) if x.ndim > 1 else x
         for width in self.hidden:
             x = act(nn.Dense(width, kernel_init=orthogonal(), bias_init=nn.initializers.zeros)(x))
         return x
