@@ -1,0 +1,99 @@
+"""Quantile-function pieces shared by quantile agents (IQN, Pr-IQN, QR-DQN-likes).
+
+* `cosine_features` / `CosineTauEmbedding`: IQN's embedding of sampled
+  fractions (Dabney et al. 2018, eq. 4): phi_j(tau) = ReLU(sum_{i=0}^{n-1}
+  cos(pi i tau) w_ij + b_j), n = 64 cosines by default.
+* `quantile_huber_loss`: the quantile Huber loss of IQN.
+* `nstep_return`: n-step return of one sampled window, cut at the first
+  episode end.
+
+Loss convention. IQN (Dabney et al. 2018, eq. 3 and 10) uses
+
+    rho^kappa_tau(delta) = |tau - 1{delta < 0}| * L_kappa(delta) / kappa,
+    L = sum_i (1/N') sum_j rho^kappa_{tau_i}(delta_ij),
+    delta_ij = target_j - pred_i,
+
+with L_kappa the Huber loss (0.5 d^2 inside |d| <= kappa, kappa(|d| - kappa/2)
+outside). rlax.quantile_regression_loss computes the same sum/mean but does NOT
+divide by kappa. We follow the paper (divide by kappa), so the two agree
+exactly for the default kappa = 1 and differ by the factor 1/kappa otherwise;
+kappa = 0 gives the pure quantile (pinball) loss |tau - 1{delta<0}| |delta|,
+the paper's kappa -> 0 limit. tests/mo_rl/test_quantile.py checks both.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def cosine_features(tau: jax.Array, num_cosines: int = 64) -> jax.Array:
+    """cos(pi * i * tau) for i = 0..num_cosines-1: (...,) -> (..., num_cosines)."""
+    i = jnp.arange(num_cosines, dtype=jnp.float32)
+    return jnp.cos(jnp.pi * i * tau[..., None])
+
+
+class CosineTauEmbedding(nn.Module):
+    """phi(tau) = ReLU(Dense(cosine_features(tau))): (...,) -> (..., features)."""
+
+    features: int
+    num_cosines: int = 64
+
+    @nn.compact
+    def __call__(self, tau: jax.Array) -> jax.Array:
+        return nn.relu(nn.Dense(self.features)(cosine_features(tau, self.num_cosines)))
+
+
+def huber(x: jax.Array, kappa: float) -> jax.Array:
+    """Huber loss L_kappa(x); kappa = 0 gives |x|."""
+    if kappa <= 0:
+        return jnp.abs(x)
+    abs_x = jnp.abs(x)
+    quad = jnp.minimum(abs_x, kappa)
+    return 0.5 * quad**2 + kappa * (abs_x - quad)
+
+
+def quantile_huber_loss(pred: jax.Array, tau: jax.Array, target: jax.Array,
+                        kappa: float = 1.0) -> jax.Array:
+    """IQN loss of one sample: pred (N,) at fractions tau (N,), target samples (N',).
+
+    Sum over the N predicted quantiles, mean over the N' target samples, Huber
+    divided by kappa (paper convention; see the module docstring). Gradients do
+    not flow into `target`.
+    """
+    target = jax.lax.stop_gradient(target)
+    delta = target[None, :] - pred[:, None]  # (N, N')
+    weight = jnp.abs(tau[:, None] - (delta < 0).astype(pred.dtype))
+    loss = weight * huber(delta, kappa)
+    if kappa > 0:
+        loss = loss / kappa
+    return jnp.sum(jnp.mean(loss, axis=-1))
+
+
+def nstep_return(rewards: jax.Array, terminated: jax.Array, truncated: jax.Array,
+                 gamma: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """n-step return of one window of consecutive transitions of ONE env.
+
+    rewards (n, ...) (a trailing objective axis is fine), terminated / truncated
+    (n,) flags of each transition. The window is cut at its first episode end
+    (step d); returns
+
+    * G = sum_{t<=d} gamma^t r_t  (shape of one reward),
+    * discount = gamma^(d+1) * (1 - terminated[d])  (0 at a true terminal; a
+      truncation still bootstraps),
+    * d, the index whose next_obs is the bootstrap observation (n-1 without an
+      episode end).
+    """
+    n = rewards.shape[0]
+    done = terminated | truncated
+    # step t counts iff no episode ended at any step before t
+    alive = jnp.concatenate([jnp.ones((1,), bool), ~done[:-1]])
+    alive = jnp.cumprod(alive.astype(jnp.float32))
+    powers = gamma ** jnp.arange(n, dtype=jnp.float32)
+    weights = (alive * powers).reshape((n,) + (1,) * (rewards.ndim - 1))
+    ret = jnp.sum(weights * rewards, axis=0)
+    last = jnp.where(jnp.any(done), jnp.argmax(done), n - 1)
+    discount = gamma ** (last + 1).astype(jnp.float32) * (1.0 - terminated[last].astype(
+        jnp.float32))
+    return ret, discount, last
