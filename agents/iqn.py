@@ -1,0 +1,525 @@
+"""IQN, ensemble-IQN and Pr-IQN: implicit quantile networks on vector-reward envs.
+
+One module, three variants (config `variant`), sharing the network, replay,
+loss and training loop:
+
+* "iqn" (Dabney et al. 2018): a quantile network Z(s, a; tau) trained on a
+  SCALAR view of the env's vector reward (`scalarization`, mo_rl.scalarize;
+  default weighted sum), quantile Huber loss (kappa), N online / N' target
+  fractions, K_act fractions for acting (greedy on the mean of the K_act
+  sampled quantiles), double-DQN targets (online net selects a*, target net
+  evaluates), n-step returns, linear epsilon-greedy.
+* "ensemble": M independently initialised IQN networks (a stacked parameter
+  axis, vmapped), trained on the same replay batches, each with its own
+  sampled fractions and its own Adam state. Acting and the target action a*
+  use the ENSEMBLE MEAN of the members' quantile means (as averaged-/ensemble-
+  DQN average Q-values). Each member regresses onto the equal-weight MIXTURE of
+  all M target networks' return distributions at a* (M x N' target samples;
+  the distributional analogue of averaging target Q-values); `ensemble_target
+  = "own"` instead uses only the member's own target network.
+* "pr_iqn" (shared/reference/pr_iqn.md): ONE network with K objectives x |A|
+  actions x N quantiles (shared torso and tau embedding). Rewards are oriented
+  (minimised components negated). Acting: `mo_rl.dominance.subset_greedy_action`
+  on the online quantiles at K_act fractions; Bellman target for every
+  objective k: r_k + gamma^n Z_k^target(s', a*), a* = subset greedy action of
+  the ONLINE net at s' (double-DQN). The same sampled fractions are used for
+  all actions and objectives of a state (the network evaluates one tau vector
+  per state), as Quantile Dominance compares quantiles at the SAME fractions.
+  rho and eps per objective, the tie-break and the preorder are configuration.
+  Exploration: epsilon-greedy over all actions (`explore="all"`) or uniform
+  inside the optimal subset (`explore="subset"`).
+
+Training loop: one `update` = `steps_per_update` (E) env steps in
+`num_envs` vmapped envs (VmapEnv(EpisodeStats(AutoReset(env)))) + E
+transitions per env into a flashbax n-step replay + `gradient_steps` (G)
+gradient steps (once `learning_starts` env steps are collected); the target
+net is copied every `target_update_period` gradient steps ("hard") or
+Polyak-averaged every step ("polyak"). Everything is one pure function, so
+`jax.jit(jax.vmap(make_train(agent)))(keys)` trains several seeds at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from mo_rl.agent import Agent
+from mo_rl.config import check, check_choice, check_non_negative, check_positive, check_range
+from mo_rl.dominance import TIE_BREAKS, subset_greedy_action
+from mo_rl.networks import torso_for
+from mo_rl.quantile import CosineTauEmbedding, nstep_return, quantile_huber_loss
+from mo_rl.replay import Transition, make_nstep_replay, time_major_to_batch
+from mo_rl.reward import RewardSpec
+from mo_rl.scalarize import KINDS as SCALARIZATIONS
+from mo_rl.scalarize import scalarizer
+from mo_rl.wrappers import AutoReset, EpisodeStats, VmapEnv
+
+VARIANTS = ("iqn", "ensemble", "pr_iqn")
+
+
+# ---------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class IQNConfig:
+    """IQN / ensemble-IQN / Pr-IQN hyper-parameters (env steps are per seed)."""
+
+    variant: str = "iqn"
+    total_timesteps: int = 100_000
+    num_envs: int = 4
+    steps_per_update: int = 1  # E env steps per env per update
+    gradient_steps: int = 1  # G gradient steps per update
+    buffer_size: int = 50_000
+    batch_size: int = 64
+    learning_starts: int = 1_000
+    gamma: float = 0.99
+    n_step: int = 1
+    lr: float = 5e-4
+    adam_eps: float = 3.125e-4  # Dabney et al.: 0.01 / 32
+    max_grad_norm: float = 10.0
+    target_update: str = "hard"  # "hard" | "polyak"
+    target_update_period: int = 500  # gradient steps between hard copies
+    polyak_tau: float = 0.005
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+    eps_fraction: float = 0.2  # of total_timesteps for the linear decay
+    eval_epsilon: float = 0.0
+    # network
+    hidden: tuple[int, ...] = (128, 128)
+    activation: str = "relu"
+    num_cosines: int = 64
+    head_hidden: int = 128
+    # quantiles
+    num_tau: int = 32  # N (online fractions per sample)
+    num_tau_prime: int = 32  # N' (target fractions per sample)
+    num_tau_act: int = 32  # K (fractions for acting and for selecting a*)
+    kappa: float = 1.0
+    act_taus: str = "sample"  # "sample" (IQN) | "grid" ((i + 0.5) / K, deterministic)
+    # reward view (iqn / ensemble)
+    scalarization: str = "weighted_sum"
+    scalarization_weights: tuple[float, ...] | None = None
+    # ensemble
+    ensemble_size: int = 5
+    ensemble_target: str = "mixture"  # "mixture" | "own"
+    # Pr-IQN
+    rho: tuple[float, ...] = (0.75,)  # one value or one per objective
+    dominance_eps: tuple[float, ...] = (0.0,)  # one value or one per objective
+    tie_break: str = "lowest_level_mean"
+    relations: tuple[str, ...] | None = None  # override the env's preorder
+    explore: str = "all"  # "all" | "subset"
+    # evaluation
+    eval_episodes: int = 16
+    eval_max_steps: int = 500
+
+    def __post_init__(self) -> None:
+        check_choice(self, "variant", VARIANTS)
+        check_positive(self, "total_timesteps", "num_envs", "steps_per_update", "buffer_size",
+                       "batch_size", "n_step", "lr", "adam_eps", "max_grad_norm",
+                       "target_update_period", "num_cosines", "head_hidden", "num_tau",
+                       "num_tau_prime", "num_tau_act", "ensemble_size", "eval_episodes",
+                       "eval_max_steps")
+        check_non_negative(self, "gradient_steps", "learning_starts", "kappa")
+        check_range(self, "gamma", 0.0, 1.0)
+        check_range(self, "polyak_tau", 0.0, 1.0)
+        for name in ("eps_start", "eps_end", "eps_fraction", "eval_epsilon"):
+            check_range(self, name, 0.0, 1.0)
+        check_choice(self, "target_update", ("hard", "polyak"))
+        check_choice(self, "act_taus", ("sample", "grid"))
+        check_choice(self, "scalarization", SCALARIZATIONS)
+        check_choice(self, "ensemble_target", ("mixture", "own"))
+        check_choice(self, "tie_break", TIE_BREAKS)
+        check_choice(self, "explore", ("all", "subset"))
+        check(self, "hidden", len(self.hidden) > 0 and all(h > 0 for h in self.hidden),
+              "needs at least one positive layer width")
+        check(self, "rho", len(self.rho) > 0 and all(0.0 < r <= 1.0 for r in self.rho),
+              "values must lie in (0, 1]")
+        check(self, "dominance_eps", len(self.dominance_eps) > 0
+              and all(e >= 0 for e in self.dominance_eps), "values must be >= 0")
+        check(self, "total_timesteps", self.total_timesteps >= self.num_envs
+              * self.steps_per_update, "must cover at least one update "
+              "(num_envs * steps_per_update)")
+        check(self, "buffer_size", self.buffer_size // self.num_envs
+              >= max(self.n_step, self.steps_per_update),
+              "must hold max(n_step, steps_per_update) steps per env")
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.steps_per_update
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.steps_per_iteration
+
+
+def _per_objective(cfg: IQNConfig, name: str, k: int) -> np.ndarray:
+    values = np.asarray(getattr(cfg, name), np.float32)
+    if values.shape == (1,):
+        return np.full(k, float(values[0]), np.float32)
+    check(cfg, name, values.shape == (k,), f"needs 1 or {k} values (one per objective)")
+    return values
+
+
+# --------------------------------------------------------------------------- presets
+PRESETS: dict[str, IQNConfig] = {
+    # CartPole-v1 (500-step cap). Learns to ~500 in 100k steps on 2 CPU cores.
+    "cartpole": IQNConfig(
+        total_timesteps=100_000, num_envs=4, steps_per_update=4, gradient_steps=2,
+        buffer_size=50_000, batch_size=64, learning_starts=2_000, gamma=0.99, n_step=3,
+        lr=5e-4, target_update="hard", target_update_period=250, eps_fraction=0.2,
+        eps_end=0.02, hidden=(128, 128), eval_max_steps=500,
+    ),
+    # one-step / short toy MDPs (envs.toy): small nets, fast epsilon decay
+    "toy": IQNConfig(
+        total_timesteps=6_000, num_envs=8, steps_per_update=1, gradient_steps=1,
+        buffer_size=4_000, batch_size=64, learning_starts=200, gamma=1.0, n_step=1, lr=1e-3,
+        target_update="hard", target_update_period=50, eps_fraction=0.5, eps_end=0.05,
+        hidden=(64,), head_hidden=64, eval_max_steps=60, act_taus="grid",
+    ),
+    # driving simulator (envs.driving): a quick CPU check and a GPU-sized run
+    "driving_quick": IQNConfig(
+        total_timesteps=20_000, num_envs=8, steps_per_update=4, gradient_steps=1,
+        buffer_size=20_000, batch_size=64, learning_starts=1_000, gamma=0.99, n_step=3,
+        lr=5e-4, target_update="hard", target_update_period=250, eps_fraction=0.3,
+        hidden=(128, 128), eval_episodes=16, eval_max_steps=400,
+    ),
+    "driving_full": IQNConfig(
+        total_timesteps=1_000_000, num_envs=32, steps_per_update=4, gradient_steps=4,
+        buffer_size=500_000, batch_size=256, learning_starts=10_000, gamma=0.99, n_step=3,
+        lr=2.5e-4, target_update="hard", target_update_period=1_000, eps_fraction=0.2,
+        hidden=(256, 256), head_hidden=256, num_tau=64, num_tau_prime=64, eval_episodes=64,
+        eval_max_steps=1_000,
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> IQNConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown IQN preset {name!r}; known: {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+# --------------------------------------------------------------------------- network
+class QuantileNetwork(nn.Module):
+    """Z(obs, tau) for ONE observation and a vector of fractions tau (N,) -> (K, A, N).
+
+    Dabney et al.: psi(obs) (torso) * phi(tau) (cosine embedding), one hidden
+    layer, then K*A outputs per fraction. One tau vector for all actions and
+    objectives of the state (needed by Quantile Dominance).
+    """
+
+    num_actions: int
+    num_objectives: int
+    obs_shape: tuple[int, ...]
+    hidden: tuple[int, ...] = (128, 128)
+    activation: str = "relu"
+    num_cosines: int = 64
+    head_hidden: int = 128
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, tau: jax.Array) -> jax.Array:
+        psi = torso_for(self.obs_shape, self.hidden, self.activation)(
+            jnp.asarray(obs).reshape(self.obs_shape) if len(self.obs_shape) == 3
+            else jnp.asarray(obs, jnp.float32).reshape(-1))
+        phi = CosineTauEmbedding(psi.shape[-1], self.num_cosines)(tau)  # (N, D)
+        h = nn.relu(nn.Dense(self.head_hidden)(psi[None, :] * phi))
+        out = nn.Dense(self.num_objectives * self.num_actions)(h)  # (N, K*A)
+        return out.reshape(tau.shape[0], self.num_objectives, self.num_actions).transpose(1, 2, 0)
+
+
+# ----------------------------------------------------------------------------- state
+@struct.dataclass
+class IQNState:
+    params: Any  # online params (leading member axis M for "ensemble")
+    target_params: Any
+    opt_state: Any
+    env_state: Any
+    obs: Any
+    replay: Any
+    key: jax.Array
+    env_steps: jax.Array
+    grad_steps: jax.Array
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of values (E, B, ...) over the steps where mask (E, B); NaN when none."""
+    m = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim)).astype(jnp.float32)
+    count = jnp.sum(m, axis=(0, 1))
+    total = jnp.sum(jnp.where(m > 0, values, 0.0), axis=(0, 1))
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
+
+
+# ------------------------------------------------------------------------ make_agent
+def make_agent(config: IQNConfig, env, env_params) -> Agent:
+    """Build IQN / ensemble-IQN / Pr-IQN for `env` (discrete actions, vector reward)."""
+    cfg = config
+    spec: RewardSpec = env.reward_spec
+    if cfg.relations is not None:
+        spec = RewardSpec(spec.names, cfg.relations, spec.low, spec.high, spec.directions)
+    num_actions = int(env.action_space(env_params).n)
+    obs_shape = tuple(env.observation_space(env_params).shape)
+    pr = cfg.variant == "pr_iqn"
+    ens = cfg.variant == "ensemble"
+    num_obj = len(spec) if pr else 1
+    members = cfg.ensemble_size if ens else 1
+    rho = jnp.asarray(_per_objective(cfg, "rho", len(spec)))
+    dom_eps = jnp.asarray(_per_objective(cfg, "dominance_eps", len(spec)))
+    level_mask = jnp.asarray(spec.level_mask)
+    sign = jnp.asarray(spec.sign)
+    if pr:
+        reward_view: Callable[[jax.Array], jax.Array] = lambda r: r * sign  # (..., K)
+    else:
+        kw = {} if cfg.scalarization_weights is None else {"weights": cfg.scalarization_weights}
+        scal = scalarizer(spec, cfg.scalarization, **kw)
+        reward_view = lambda r: scal(r)[..., None]  # (..., 1)
+
+    venv = VmapEnv(EpisodeStats(AutoReset(env)), cfg.num_envs)
+    net = QuantileNetwork(num_actions, num_obj, obs_shape, tuple(cfg.hidden), cfg.activation,
+                          cfg.num_cosines, cfg.head_hidden)
+    tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
+                     optax.adam(cfg.lr, eps=cfg.adam_eps))
+    replay = make_nstep_replay(cfg.buffer_size, cfg.num_envs, cfg.batch_size, cfg.n_step,
+                               cfg.steps_per_update)
+
+    # ---- quantiles of a batch: params (one member) -> (B, K, A, N)
+    def quantiles(params, obs, tau):
+        return jax.vmap(net.apply, in_axes=(None, 0, 0))(params, obs, tau)
+
+    def member_quantiles(params, obs, tau):
+        """(M, B, K, A, N) for the ensemble (same tau for all members), else (1, ...)."""
+        if ens:
+            return jax.vmap(quantiles, in_axes=(0, None, None))(params, obs, tau)
+        return quantiles(params, obs, tau)[None]
+
+    def act_taus(key, batch: int) -> jax.Array:
+        if cfg.act_taus == "grid":
+            grid = (jnp.arange(cfg.num_tau_act, dtype=jnp.float32) + 0.5) / cfg.num_tau_act
+            return jnp.broadcast_to(grid, (batch, cfg.num_tau_act))
+        return jax.random.uniform(key, (batch, cfg.num_tau_act))
+
+    def greedy(params, obs, key) -> tuple[jax.Array, jax.Array]:
+        """Greedy actions (B,) and the optimal-subset masks (B, A) (all True unless Pr-IQN)."""
+        batch = jax.tree.leaves(obs)[0].shape[0]
+        q = member_quantiles(params, obs, act_taus(key, batch))  # (M, B, K, A, N)
+        if pr:
+            return jax.vmap(lambda z: subset_greedy_action(z, level_mask, rho, dom_eps,
+                                                           None, cfg.tie_break))(q[0])
+        values = jnp.mean(q, axis=(0, 4))[:, 0]  # (B, A): ensemble mean of quantile means
+        return jnp.argmax(values, axis=-1), jnp.ones((batch, num_actions), bool)
+
+    def explore(key, greedy_a, subset, epsilon):
+        k_coin, k_rand = jax.random.split(key)
+        batch = greedy_a.shape[0]
+        if pr and cfg.explore == "subset":
+            logits = jnp.where(subset, 0.0, -jnp.inf)
+            rand = jax.random.categorical(k_rand, logits, axis=-1)
+        else:
+            rand = jax.random.randint(k_rand, (batch,), 0, num_actions)
+        coin = jax.random.uniform(k_coin, (batch,)) < epsilon
+        return jnp.where(coin, rand, greedy_a).astype(jnp.int32)
+
+    def epsilon_at(env_steps):
+        decay = jnp.maximum(cfg.eps_fraction * cfg.total_timesteps, 1.0)
+        frac = jnp.clip(env_steps / decay, 0.0, 1.0)
+        return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
+
+    # ---- init
+    def init_params(key):
+        dummy_obs = jnp.zeros(obs_shape, env.observation_space(env_params).dtype)
+        dummy_tau = jnp.zeros((cfg.num_tau,))
+        if ens:
+            return jax.vmap(lambda k: net.init(k, dummy_obs, dummy_tau))(
+                jax.random.split(key, members))
+        return net.init(key, dummy_obs, dummy_tau)
+
+    def opt_init(params):
+        return jax.vmap(tx.init)(params) if ens else tx.init(params)
+
+    def init(key) -> IQNState:
+        k_net, k_env, k_state = jax.random.split(key, 3)
+        params = init_params(k_net)
+        obs, env_state = venv.reset(jax.random.split(k_env, cfg.num_envs), env_params)
+        example = Transition(
+            obs=jax.tree.map(lambda x: x[0], obs), action=jnp.int32(0),
+            reward=jnp.zeros((len(spec),), jnp.float32), terminated=jnp.array(False),
+            truncated=jnp.array(False), next_obs=jax.tree.map(lambda x: x[0], obs))
+        return IQNState(params=params, target_params=params, opt_state=opt_init(params),
+                        env_state=env_state, obs=obs, replay=replay.init(example), key=k_state,
+                        env_steps=jnp.int32(0), grad_steps=jnp.int32(0))
+
+    # ---- loss
+    def td_targets(params, target_params, batch: Transition, key):
+        """(Bt, K, N_target) target samples for the first transition of each window."""
+        rewards = reward_view(batch.reward)  # (Bt, n, K')
+        ret, disc, last = jax.vmap(nstep_return, in_axes=(0, 0, 0, None))(
+            rewards, batch.terminated, batch.truncated, cfg.gamma)
+        boot_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), last], batch.next_obs)
+        k_sel, k_tgt = jax.random.split(key)
+        bt = disc.shape[0]
+        a_star, _ = greedy(params, boot_obs, k_sel)  # online net selects (double DQN)
+        tau_t = jax.random.uniform(k_tgt, (bt, cfg.num_tau_prime))
+        zt = member_quantiles(target_params, boot_obs, tau_t)  # (M, Bt, K, A, N')
+        zt = jnp.take_along_axis(zt, a_star[None, :, None, None, None], axis=3)[:, :, :, 0]
+        samples = ret[None, :, :, None] + disc[None, :, None, None] * zt  # (M, Bt, K, N')
+        return jax.lax.stop_gradient(samples)
+
+    def member_loss(params, obs, actions, targets, tau):
+        z = quantiles(params, obs, tau)  # (Bt, K, A, N)
+        z = jnp.take_along_axis(z, actions[:, None, None, None], axis=2)[:, :, 0]  # (Bt, K, N)
+        per = jax.vmap(jax.vmap(quantile_huber_loss, in_axes=(0, None, 0, None)),
+                       in_axes=(0, 0, 0, None))(z, tau, targets, cfg.kappa)  # (Bt, K)
+        return jnp.mean(jnp.sum(per, axis=-1)), jnp.mean(z)
+
+    def grad_step(state: IQNState, key) -> tuple[IQNState, dict]:
+        k_sample, k_tgt, k_tau = jax.random.split(key, 3)
+        batch = replay.sample(state.replay, k_sample)
+        samples = td_targets(state.params, state.target_params, batch, k_tgt)
+        obs0 = jax.tree.map(lambda x: x[:, 0], batch.obs)
+        a0 = batch.action[:, 0]
+        bt = a0.shape[0]
+        if ens:
+            if cfg.ensemble_target == "mixture":  # every member: all M*N' samples
+                mix = jnp.moveaxis(samples, 0, 2).reshape(bt, num_obj, -1)
+                targets = jnp.broadcast_to(mix, (members,) + mix.shape)
+            else:
+                targets = samples
+            taus = jax.random.uniform(k_tau, (members, bt, cfg.num_tau))
+            grad_fn = jax.vmap(jax.value_and_grad(member_loss, has_aux=True),
+                               in_axes=(0, None, None, 0, 0))
+            (loss, qmean), grads = grad_fn(state.params, obs0, a0, targets, taus)
+            updates, opt_state = jax.vmap(tx.update)(grads, state.opt_state, state.params)
+            loss, qmean = jnp.sum(loss), jnp.mean(qmean)
+        else:
+            taus = jax.random.uniform(k_tau, (bt, cfg.num_tau))
+            (loss, qmean), grads = jax.value_and_grad(member_loss, has_aux=True)(
+                state.params, obs0, a0, samples[0], taus)
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        grad_steps = state.grad_steps + 1
+        if cfg.target_update == "polyak":
+            target = optax.incremental_update(params, state.target_params, cfg.polyak_tau)
+        else:
+            copy = grad_steps % cfg.target_update_period == 0
+            target = jax.tree.map(lambda p, t: jnp.where(copy, p, t), params,
+                                  state.target_params)
+        new = state.replace(params=params, target_params=target, opt_state=opt_state,
+                            grad_steps=grad_steps)
+        return new, {"loss": loss, "q_mean": qmean}
+
+    # ---- one env step of all envs
+    def env_step(state: IQNState, _):
+        key, k_act, k_exp, k_env = jax.random.split(state.key, 4)
+        greedy_a, subset = greedy(state.params, state.obs, k_act)
+        eps = epsilon_at(state.env_steps)
+        action = explore(k_exp, greedy_a, subset, eps)
+        res = venv.step(jax.random.split(k_env, cfg.num_envs), state.env_state, action,
+                        env_params)
+        trans = Transition(obs=state.obs, action=action, reward=res.reward.astype(jnp.float32),
+                           terminated=res.terminated, truncated=res.truncated,
+                           next_obs=res.info["final_obs"])
+        done = res.info["returned_episode"]
+        out = {"trans": trans, "done": done, "ret": res.info["returned_episode_returns"],
+               "len": res.info["returned_episode_lengths"].astype(jnp.float32),
+               "subset_size": jnp.mean(jnp.sum(subset, axis=-1).astype(jnp.float32))}
+        if "episode_metrics" in res.info:
+            out["episode_metrics"] = res.info["episode_metrics"]
+        new = state.replace(env_state=res.state, obs=res.obs, key=key,
+                            env_steps=state.env_steps + cfg.num_envs)
+        return new, out
+
+    def update(state: IQNState) -> tuple[IQNState, dict]:
+        eps = epsilon_at(state.env_steps)
+        state, out = jax.lax.scan(env_step, state, None, length=cfg.steps_per_update)
+        state = state.replace(replay=replay.add(state.replay, time_major_to_batch(out["trans"])))
+        key, k_grad = jax.random.split(state.key)
+        state = state.replace(key=key)
+        learn = (state.env_steps >= cfg.learning_starts) & replay.can_sample(state.replay)
+
+        def learn_fn(s):
+            s, m = jax.lax.scan(grad_step, s, jax.random.split(k_grad, cfg.gradient_steps))
+            return s, jax.tree.map(jnp.mean, m)
+
+        def skip_fn(s):
+            return s, {"loss": jnp.float32(jnp.nan), "q_mean": jnp.float32(jnp.nan)}
+
+        if cfg.gradient_steps > 0:
+            state, lm = jax.lax.cond(learn, learn_fn, skip_fn, state)
+        else:
+            _, lm = skip_fn(state)
+        metrics = {
+            "env_steps": state.env_steps,
+            "episode_return": _masked_mean(out["ret"], out["done"]),
+            "episode_length": _masked_mean(out["len"], out["done"]),
+            "episodes": jnp.sum(out["done"]).astype(jnp.int32),
+            "epsilon": eps,
+            "subset_size": jnp.mean(out["subset_size"]),
+            **lm,
+        }
+        for name, v in out.get("episode_metrics", {}).items():
+            metrics[f"train/{name}"] = _masked_mean(v.astype(jnp.float32), out["done"])
+        return state, metrics
+
+    # ---- evaluation: held-out episodes with the greedy policy
+    def policy(params, obs, key):
+        k_act, k_exp = jax.random.split(key)
+        greedy_a, subset = greedy(params, obs, k_act)
+        return explore(k_exp, greedy_a, subset, cfg.eval_epsilon)
+
+    def evaluate(state: IQNState, key) -> dict:
+        return evaluate_greedy(env, env_params, policy, state.params, key, cfg.eval_episodes,
+                               cfg.eval_max_steps)
+
+    agent = Agent(init=init, update=update, evaluate=evaluate, num_updates=cfg.num_updates)
+    return agent
+
+
+def evaluate_greedy(env, env_params, policy, params, key, num_episodes: int,
+                    max_steps: int) -> dict:
+    """`num_episodes` held-out episodes in parallel (one per env copy, no auto-reset).
+
+    policy(params, obs[B], key) -> actions[B]. Returns "episode_return"
+    (num_episodes, K), "episode_length" (num_episodes,), "finished" (bool per
+    episode: ended within max_steps) and, for every info["episode_metrics"]
+    entry, its value per episode on the step the episode ended.
+    """
+    venv = VmapEnv(EpisodeStats(env), num_episodes)
+    k_reset, k_run = jax.random.split(key)
+    obs, env_state = venv.reset(jax.random.split(k_reset, num_episodes), env_params)
+    k = len(env.reward_spec)
+
+    def step(carry, key):
+        obs, env_state, done, out = carry
+        k_pol, k_env = jax.random.split(key)
+        action = policy(params, obs, k_pol)
+        res = venv.step(jax.random.split(k_env, num_episodes), env_state, action, env_params)
+        ended = res.info["returned_episode"] & ~done
+        new_out = {"episode_return": jnp.where(ended[:, None], res.info[
+            "returned_episode_returns"], out["episode_return"]),
+            "episode_length": jnp.where(ended, res.info["returned_episode_lengths"],
+                                        out["episode_length"])}
+        for name, v in res.info.get("episode_metrics", {}).items():
+            new_out[name] = jnp.where(ended, v.astype(jnp.float32), out[name])
+        # frozen after the end: keep stepping (static shapes) but ignore the results
+        return (res.obs, res.state, done | ended, new_out), None
+
+    out0 = {"episode_return": jnp.full((num_episodes, k), jnp.nan),
+            "episode_length": jnp.zeros((num_episodes,), jnp.int32)}
+    probe = jax.eval_shape(lambda: venv.step(jax.random.split(k_run, num_episodes), env_state,
+                                             jnp.zeros((num_episodes,), jnp.int32), env_params))
+    for name in probe.info.get("episode_metrics", {}):
+        out0[name] = jnp.full((num_episodes,), jnp.nan)
+    carry = (obs, env_state, jnp.zeros((num_episodes,), bool), out0)
+    (_, last_state, done, out), _ = jax.lax.scan(step, carry,
+                                                 jax.random.split(k_run, max_steps))
+    # episodes still running after max_steps count with their partial return
+    out["episode_return"] = jnp.where(done[:, None], out["episode_return"],
+                                      last_state.episode_returns)
+    out["episode_length"] = jnp.where(done, out["episode_length"], last_state.episode_lengths)
+    out["finished"] = done
+    return out
