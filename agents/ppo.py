@@ -1,0 +1,453 @@
+"""PPO (clipped surrogate, PureJaxRL style) on any scalar view of a vector reward.
+
+`make_agent(config, env, env_params) -> mo_rl.agent.Agent`; with
+`mo_rl.agent.make_train` the whole run is one lax.scan, so
+`jax.jit(jax.vmap(train))(keys)` sweeps seeds. One update = a rollout of
+`num_envs x num_steps` transitions, GAE (terminated: no bootstrap; truncated:
+bootstrap from V(info["final_obs"])), then `update_epochs` passes of shuffled
+mini-batches with clipped policy and value losses, an entropy bonus,
+grad-norm clipping and a linearly decaying learning rate.
+
+Policies: categorical for Discrete actions; for Box actions a Beta per
+dimension (alpha, beta = softplus + 1, as CaRL) on [0, 1] mapped affinely to
+the bounds; evaluation takes the mode (argmax) / the Beta mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from mo_rl.agent import Agent
+from mo_rl.env import Env
+from mo_rl.gae import gae, next_values
+from mo_rl.networks import orthogonal, torso_for
+from mo_rl.rollout import evaluate_policy
+from mo_rl.scalarize import scalarizer
+from mo_rl.spaces import Box, Discrete
+from mo_rl.wrappers import AutoReset, EpisodeStats, NormalizeObs, VmapEnv
+
+BETA_EPS = 1e-6  # keeps Beta samples off {0, 1}, where log_prob is -inf
+
+
+# ---------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PPOConfig:
+    """All PPO settings; validated on construction (errors name the field)."""
+
+    total_timesteps: int = 500_000
+    num_envs: int = 4
+    num_steps: int = 128
+    update_epochs: int = 4
+    minibatch_size: int = 128
+    lr: float = 2.5e-4
+    anneal_lr: bool = True
+    adam_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    clip_value: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    reward_scale: float = 1.0  # multiplies the scalarised reward used for learning
+    normalize_obs: bool = False
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    shared_torso: bool = False
+    scalarization: str = "weighted_sum"
+    scalarization_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    eval_episodes: int = 10
+    eval_max_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        positive = ("total_timesteps", "num_envs", "num_steps", "update_epochs",
+                    "minibatch_size", "eval_episodes", "eval_max_steps")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"PPOConfig.{name} must be a positive integer; got {v!r}.")
+        for name in ("lr", "adam_eps", "clip_eps", "max_grad_norm", "reward_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PPOConfig.{name} must be > 0; got {getattr(self, name)!r}.")
+        for name in ("ent_coef", "vf_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"PPOConfig.{name} must be >= 0; got {getattr(self, name)!r}.")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"PPOConfig.gamma must be in (0, 1]; got {self.gamma!r}.")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"PPOConfig.gae_lambda must be in [0, 1]; got {self.gae_lambda!r}.")
+        if self.batch_size % self.minibatch_size:
+            raise ValueError(
+                f"PPOConfig.minibatch_size ({self.minibatch_size}) must divide the rollout "
+                f"batch num_envs * num_steps = {self.batch_size}."
+            )
+        if self.total_timesteps < self.batch_size:
+            raise ValueError(
+                f"PPOConfig.total_timesteps ({self.total_timesteps}) is smaller than one "
+                f"rollout (num_envs * num_steps = {self.batch_size}): no update would run."
+            )
+        if not hasattr(nn, self.activation):
+            raise ValueError(f"PPOConfig.activation {self.activation!r} is not a flax.linen "
+                             "activation (e.g. 'tanh', 'relu').")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "scalarization_kwargs", dict(self.scalarization_kwargs))
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_minibatches(self) -> int:
+        return self.batch_size // self.minibatch_size
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+    def replace(self, **changes) -> PPOConfig:
+        return dataclasses.replace(self, **changes)
+
+    # presets ---------------------------------------------------------------
+    @classmethod
+    def cartpole(cls, **overrides) -> PPOConfig:
+        """PureJaxRL's CartPole-v1 settings (4 envs x 128 steps, 4 epochs x 4 minibatches)."""
+        return cls(**overrides)
+
+    @classmethod
+    def pendulum(cls, **overrides) -> PPOConfig:
+        """Pendulum: truncation-only episodes of 200 steps; short horizon and scaled reward."""
+        base = dict(total_timesteps=1_000_000, num_envs=16, num_steps=128, update_epochs=10,
+                    minibatch_size=512, lr=1e-3, gamma=0.95, gae_lambda=0.95, clip_eps=0.2,
+                    ent_coef=0.0, reward_scale=0.1, clip_value=False)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def carl(cls, **overrides) -> PPOConfig:
+        """CaRL's PPO settings (shared/reference/carl.md): 128 envs x 512 steps, mini-batch
+        16384, 3 epochs, clip 0.1 (value too), 300M steps, CaRL multiplicative reward."""
+        base = dict(total_timesteps=300_000_000, num_envs=128, num_steps=512, update_epochs=3,
+                    minibatch_size=16384, lr=2.5e-4, anneal_lr=True, adam_eps=1e-5, gamma=0.99,
+                    gae_lambda=0.95, clip_eps=0.1, clip_value=True, ent_coef=0.01, vf_coef=0.5,
+                    max_grad_norm=0.5, norm_adv=True, hidden=(256, 256), activation="relu",
+                    shared_torso=True, scalarization="carl")
+        return cls(**{**base, **overrides})
+
+
+# ---------------------------------------------------------------------------
+# network and policy distributions
+# ---------------------------------------------------------------------------
+class Torso(nn.Module):
+    """mo_rl torso per observation leaf (CNN for HxWxC, MLP otherwise), concatenated,
+    so pytree observations (e.g. BEV raster + measurements) work unchanged."""
+
+    leaf_ndims: tuple[int, ...]
+    hidden: tuple[int, ...]
+    activation: str
+
+    @nn.compact
+    def __call__(self, obs) -> jax.Array:
+        leaves = jax.tree.leaves(obs)
+        feats = []
+        for leaf, nd in zip(leaves, self.leaf_ndims, strict=True):
+            shape = leaf.shape[leaf.ndim - nd:]
+            x = leaf if nd == 3 else leaf.reshape(leaf.shape[: leaf.ndim - nd] + (-1,))
+            feats.append(torso_for(shape, self.hidden, self.activation)(x))
+        return feats[0] if len(feats) == 1 else jnp.concatenate(feats, axis=-1)
+
+
+class ActorCritic(nn.Module):
+    """Policy head (logits or Beta pre-activations) and scalar value head."""
+
+    num_outputs: int
+    leaf_ndims: tuple[int, ...]
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    shared_torso: bool = False
+
+    def setup(self) -> None:
+        self.actor_torso = Torso(self.leaf_ndims, self.hidden, self.activation)
+        if not self.shared_torso:
+            self.critic_torso = Torso(self.leaf_ndims, self.hidden, self.activation)
+        self.actor_head = nn.Dense(self.num_outputs, kernel_init=orthogonal(0.01),
+                                   bias_init=nn.initializers.zeros)
+        self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0),
+                                    bias_init=nn.initializers.zeros)
+
+    def __call__(self, obs) -> tuple[jax.Array, jax.Array]:
+        h = self.actor_torso(obs)
+        hc = h if self.shared_torso else self.critic_torso(obs)
+        return self.actor_head(h), self.critic_head(hc)[..., 0]
+
+    def value(self, obs) -> jax.Array:
+        h = self.actor_torso(obs) if self.shared_torso else self.critic_torso(obs)
+        return self.critic_head(h)[..., 0]
+
+
+def beta_params(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """alpha, beta = softplus(x) + 1 (CaRL): both > 1, so the density is unimodal."""
+    a, b = jnp.split(raw, 2, axis=-1)
+    return jax.nn.softplus(a) + 1.0, jax.nn.softplus(b) + 1.0
+
+
+class Policy(NamedTuple):
+    """How raw head outputs become a distribution over the stored action `u` and
+    how `u` becomes the env action (identity for discrete, affine map for Beta)."""
+
+    num_outputs: int
+    dist: Any  # raw -> distrax distribution over u
+    to_env: Any  # u -> env action
+    greedy: Any  # raw -> u used at evaluation
+    u_dtype: Any
+
+
+def make_policy(space) -> Policy:
+    if isinstance(space, Discrete):
+        if space.shape != ():
+            raise ValueError(f"PPO supports scalar Discrete actions; got shape {space.shape}.")
+        return Policy(
+            num_outputs=int(space.n),
+            dist=lambda raw: distrax.Categorical(logits=raw),
+            to_env=lambda u: u,
+            greedy=lambda raw: jnp.argmax(raw, axis=-1).astype(jnp.int32),
+            u_dtype=jnp.int32,
+        )
+    if isinstance(space, Box):
+        low = np.broadcast_to(np.asarray(space.low, np.float32), space.shape)
+        high = np.broadcast_to(np.asarray(space.high, np.float32), space.shape)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise ValueError("the Beta policy needs finite Box bounds; got "
+                             f"low={space.low}, high={space.high}.")
+        if len(space.shape) != 1:
+            raise ValueError(f"PPO supports 1-D Box actions; got shape {space.shape}.")
+        low_j, span = jnp.asarray(low), jnp.asarray(high - low)
+
+        def dist(raw):
+            a, b = beta_params(raw)
+            return distrax.Independent(distrax.Beta(a, b), reinterpreted_batch_ndims=1)
+
+        def greedy(raw):
+            a, b = beta_params(raw)
+            return a / (a + b)
+
+        return Policy(num_outputs=2 * space.shape[0], dist=dist,
+                      to_env=lambda u: low_j + u * span, greedy=greedy, u_dtype=jnp.float32)
+    raise TypeError(f"unsupported action space {space!r}.")
+
+
+# ---------------------------------------------------------------------------
+# losses (pure, tested against hand-computed values)
+# ---------------------------------------------------------------------------
+def policy_loss(logp: jax.Array, logp_old: jax.Array, adv: jax.Array,
+                clip_eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Clipped surrogate: -mean(min(rA, clip(r, 1-e, 1+e)A)); also approx KL and clip fraction."""
+    log_ratio = logp - logp_old
+    ratio = jnp.exp(log_ratio)
+    surr = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+    approx_kl = jnp.mean((ratio - 1.0) - log_ratio)
+    clip_frac = jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))
+    return -jnp.mean(surr), approx_kl, clip_frac
+
+
+def value_loss(value: jax.Array, value_old: jax.Array, target: jax.Array, clip_eps: float,
+               clip: bool = True) -> jax.Array:
+    """0.5 * mean(max((v - t)^2, (v_old + clip(v - v_old, +-e) - t)^2)) (or unclipped)."""
+    err = jnp.square(value - target)
+    if clip:
+        v_clipped = value_old + jnp.clip(value - value_old, -clip_eps, clip_eps)
+        err = jnp.maximum(err, jnp.square(v_clipped - target))
+    return 0.5 * jnp.mean(err)
+
+
+def normalize(x: jax.Array) -> jax.Array:
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+# ---------------------------------------------------------------------------
+# agent
+# ---------------------------------------------------------------------------
+@struct.dataclass
+class PPOState:
+    params: Any
+    opt_state: Any
+    env_state: Any
+    obs: Any
+    key: jax.Array
+    env_steps: jax.Array
+
+
+class Transition(NamedTuple):
+    obs: Any
+    u: jax.Array
+    logp: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: Any
+
+
+def _flat(x: jax.Array, lead: int = 2) -> jax.Array:
+    return x.reshape((-1,) + x.shape[lead:])
+
+
+def _episode_metrics(info: dict) -> dict[str, jax.Array]:
+    """Sums over finished episodes of the rollout: returns (K,), lengths, env metrics."""
+    done = info["returned_episode"].astype(jnp.float32)  # [T, B]
+    count = done.sum()
+    ret = jnp.einsum("tb,tbk->k", done, info["returned_episode_returns"])
+    length = jnp.sum(done * info["returned_episode_lengths"])
+    safe = jnp.maximum(count, 1.0)
+    nan = jnp.where(count > 0, 0.0, jnp.nan)
+    out = {"episode_return": ret / safe + nan, "episode_length": length / safe + nan,
+           "episodes": count}
+    for name, v in info.get("episode_metrics", {}).items():
+        out[f"episode_metrics/{name}"] = jnp.sum(done * v) / safe + nan
+    return out
+
+
+def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
+    """PPO on `env` (a single, unbatched protocol env with vector reward (K,))."""
+    if env.num_agents is not None:
+        raise ValueError("PPO is single-agent; use agents.marl for multi-agent envs.")
+    if env_params is None:
+        env_params = env.default_params
+    cfg = config
+    scal = scalarizer(env.reward_spec, cfg.scalarization, **cfg.scalarization_kwargs)
+    policy = make_policy(env.action_space(env_params))
+
+    venv = VmapEnv(EpisodeStats(AutoReset(env)), cfg.num_envs)
+    if cfg.normalize_obs:
+        venv = NormalizeObs(venv)
+
+    obs_shape = jax.eval_shape(env.reset, jax.random.key(0), env_params)[0]
+    leaf_ndims = tuple(len(leaf.shape) for leaf in jax.tree.leaves(obs_shape))
+    net = ActorCritic(policy.num_outputs, leaf_ndims, cfg.hidden, cfg.activation,
+                      cfg.shared_torso)
+
+    num_updates = cfg.num_updates
+    steps_per_update = cfg.num_minibatches * cfg.update_epochs
+
+    def lr_schedule(count):
+        frac = 1.0 - (count // steps_per_update) / num_updates
+        return cfg.lr * frac
+
+    tx = optax.chain(
+        optax.clip_by_global_norm(cfg.max_grad_norm),
+        optax.adam(lr_schedule if cfg.anneal_lr else cfg.lr, eps=cfg.adam_eps),
+    )
+
+    def init(key: jax.Array) -> PPOState:
+        key, k_net, k_env = jax.random.split(key, 3)
+        dummy = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), obs_shape)
+        params = net.init(k_net, dummy)
+        obs, env_state = venv.reset(jax.random.split(k_env, cfg.num_envs), env_params)
+        return PPOState(params, tx.init(params), env_state, obs, key, jnp.int32(0))
+
+    def env_step(carry, _):
+        params, env_state, obs, key = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        raw, value = net.apply(params, obs)
+        dist = policy.dist(raw)
+        u = dist.sample(seed=k_act)
+        if policy.u_dtype == jnp.float32:
+            u = jnp.clip(u, BETA_EPS, 1.0 - BETA_EPS)
+        logp = dist.log_prob(u)
+        res = venv.step(jax.random.split(k_env, cfg.num_envs), env_state,
+                        policy.to_env(u), env_params)
+        reward = scal(res.reward) * cfg.reward_scale
+        tr = Transition(obs, u, logp, value, reward, res.terminated, res.truncated,
+                        res.info["final_obs"])
+        ep_info = {k: res.info[k] for k in ("returned_episode", "returned_episode_returns",
+                                             "returned_episode_lengths")}
+        if "episode_metrics" in res.info:
+            ep_info["episode_metrics"] = res.info["episode_metrics"]
+        return (params, res.state, res.obs, key), (tr, ep_info)
+
+    def loss_fn(params, batch):
+        tr, adv, target = batch
+        raw, value = net.apply(params, tr.obs)
+        dist = policy.dist(raw)
+        logp = dist.log_prob(tr.u)
+        if cfg.norm_adv:
+            adv = normalize(adv)
+        pg, kl, clip_frac = policy_loss(logp, tr.logp, adv, cfg.clip_eps)
+        vl = value_loss(value, tr.value, target, cfg.clip_eps, cfg.clip_value)
+        ent = jnp.mean(dist.entropy())
+        total = pg + cfg.vf_coef * vl - cfg.ent_coef * ent
+        return total, {"loss": total, "policy_loss": pg, "value_loss": vl, "entropy": ent,
+                       "approx_kl": kl, "clip_frac": clip_frac}
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def sgd_step(carry, batch):
+        params, opt_state = carry
+        grads, m = grad_fn(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (params_apply(params, updates), opt_state), m
+
+    params_apply = optax.apply_updates
+
+    def epoch(carry, key):
+        params, opt_state, batch = carry
+        perm = jax.random.permutation(key, cfg.batch_size)
+        mbs = jax.tree.map(
+            lambda x: jnp.take(x, perm, axis=0).reshape(
+                (cfg.num_minibatches, cfg.minibatch_size) + x.shape[1:]), batch)
+        (params, opt_state), m = jax.lax.scan(sgd_step, (params, opt_state), mbs)
+        return (params, opt_state, batch), m
+
+    def update(state: PPOState) -> tuple[PPOState, dict[str, jax.Array]]:
+        (params, env_state, obs, key), (traj, ep_info) = jax.lax.scan(
+            env_step, (state.params, state.env_state, state.obs, state.key), None,
+            cfg.num_steps)
+        # values of the last obs and of every final obs in one batched critic pass
+        last_value = net.apply(params, obs, method=ActorCritic.value)
+        final_value = net.apply(params, traj.final_obs, method=ActorCritic.value)
+        done = jnp.logical_or(traj.terminated, traj.truncated)
+        nv = next_values(traj.value, last_value, final_value, done)
+        adv, target = gae(traj.reward, traj.value, nv, traj.terminated, traj.truncated,
+                          cfg.gamma, cfg.gae_lambda)
+        learn = traj._replace(final_obs=None, reward=None, terminated=None, truncated=None)
+        batch = jax.tree.map(_flat, (learn, adv, target))
+        key, k_epochs = jax.random.split(key)
+        (params, opt_state, _), losses = jax.lax.scan(
+            epoch, (params, state.opt_state, batch),
+            jax.random.split(k_epochs, cfg.update_epochs))
+        env_steps = state.env_steps + cfg.batch_size
+        metrics = {"env_steps": env_steps, **_episode_metrics(ep_info),
+                   **jax.tree.map(jnp.mean, losses)}
+        new_state = PPOState(params, opt_state, env_state, obs, key, env_steps)
+        return new_state, metrics
+
+    def evaluate(state: PPOState, key: jax.Array) -> dict[str, jax.Array]:
+        """Greedy (argmax / Beta-mean) episodes on the raw env; obs normalised with
+        the training statistics frozen at `state`."""
+
+        def policy_fn(obs, _key):
+            if cfg.normalize_obs:
+                obs = venv.normalize(state.env_state, obs)
+            raw, _ = net.apply(state.params, obs)
+            return policy.to_env(policy.greedy(raw))
+
+        return evaluate_policy(env, env_params, policy_fn, key, cfg.eval_episodes,
+                               cfg.eval_max_steps)
+
+    return Agent(init=init, update=update, evaluate=evaluate, num_updates=num_updates)
+
+
+__all__ = ["ActorCritic", "PPOConfig", "PPOState", "beta_params", "make_agent", "make_policy",
+           "policy_loss", "value_loss"]
