@@ -1,0 +1,323 @@
+"""The one runner every study uses: seeds (x grid) in parallel, chunked, resumable.
+
+    result = run(make_agent, config, seeds=range(8), study="demo", run_name="quick",
+                 num_chunks=10, objectives=env.reward_spec.names)
+
+What it does, in order:
+1. `make_agent(config) -> Agent` (or an Agent directly); the run axis is
+   seeds (x grid points), vmapped and sharded over all devices (mo_rl.sweep).
+2. `jit(vmap(init))(keys)`; with `resume=True` restores the latest checkpoint
+   under runs/<study>/<run>/ckpt (orbax + JSON meta, mo_rl.checkpoint).
+3. `mo_rl.agent.run_updates` in `num_chunks` EQUAL chunks of
+   num_updates / num_chunks updates. Every chunk is the same compiled
+   program, so a resumed run executes exactly the computation of an
+   uninterrupted one and ends bit-identical (tests/mo_rl/test_runner.py).
+   The next chunk is dispatched before the previous chunk's metrics are
+   pulled, logged and shown, so host work overlaps device work.
+4. Every `checkpoint_every` chunks (and after the last) saves a checkpoint;
+   per-chunk metrics are kept as .npz (allow_pickle=False) next to it.
+5. At the end: `vmap(evaluate)` on held-out keys, then results/<study>/<run>/
+   (mo_rl.results: config, code version, device, metrics.csv, table, plot).
+
+A checkpoint from another config (hash), with other shapes, or damaged
+raises a CheckpointError; a run directory that already holds checkpoints is
+never overwritten unless `resume=True` (continue) or `overwrite=True`.
+
+Grids: pass `grid={"lr": [...], ...}` (see mo_rl.sweep.make_grid) and an agent
+whose `init(key, point)` puts the point's values into its state (e.g. the
+scalarisation weights or learning rate as arrays). Runs are then
+(grid point x seed) pairs; tables and plots are grouped by the grid columns.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from mo_rl import sweep
+from mo_rl.agent import Agent, run_updates
+from mo_rl.checkpoint import CheckpointCorruptError, Checkpointer, CheckpointError
+from mo_rl.config import ConfigError, config_hash, save_config
+from mo_rl.metrics_log import MetricsLogger, flatten_metrics
+from mo_rl.progress import ProgressLine, summarize_chunk, tap
+from mo_rl.results import code_version, write_results
+
+EVAL_FOLD = 0x7FFF_FFFF  # eval keys = fold_in(seed key, EVAL_FOLD): disjoint from training use
+
+
+class RunExistsError(CheckpointError):
+    """The run directory already holds checkpoints and neither resume nor overwrite was set."""
+
+
+@dataclass
+class RunResult:
+    state: Any  # final training state, leading axis = runs (device arrays)
+    train: dict[str, np.ndarray]  # [R, updates_done, ...]
+    eval: dict[str, np.ndarray] | None  # [R, ...] per-run eval metrics (None if not finished)
+    metrics: pd.DataFrame | None  # long table written to metrics.csv
+    completed: bool
+    run_dir: Path
+    results_dir: Path | None
+    table: str | None
+    info: dict[str, Any]
+
+
+def eval_reduce(metrics: Mapping[str, Any], num_objectives: int) -> dict[str, np.ndarray]:
+    """Per-run eval values: keep the run axis and a trailing objective axis, nanmean the rest."""
+    out = {}
+    for k, v in metrics.items():
+        a = np.asarray(v, dtype=np.float64)
+        keep_last = a.ndim >= 2 and a.shape[-1] == num_objectives
+        axes = tuple(range(1, a.ndim - 1 if keep_last else a.ndim))
+        if axes:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slice -> NaN
+                a = np.nanmean(a, axis=axes)
+        out[k] = a
+    return out
+
+
+def _grid_lists(grid: Mapping[str, Any] | None) -> dict[str, list] | None:
+    if grid is None:
+        return None
+    return {k: np.asarray(v).tolist() for k, v in grid.items()}
+
+
+def _label(v: Any) -> Any:
+    return v if np.ndim(v) == 0 else json.dumps(np.asarray(v).tolist())
+
+
+def run(
+    make_agent: Callable[[Any], Agent] | Agent,
+    config: Any,
+    seeds: Sequence[int],
+    *,
+    study: str,
+    run_name: str = "default",
+    num_chunks: int = 10,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    objectives: Sequence[str] | None = None,
+    grid: Mapping[str, Any] | None = None,
+    mesh: Any = "auto",
+    runs_root: str | Path = "runs",
+    results_root: str | Path | None = "results",
+    progress: bool = True,
+    in_loop_progress: bool = False,
+    tensorboard: bool = False,
+    wandb: Mapping[str, Any] | None = None,
+    table_metrics: Sequence[str] | None = None,
+    title: str = "",
+) -> RunResult:
+    """Train every (grid point x) seed of `config`, checkpointing, then evaluate and report.
+
+    stop_after: stop (as if interrupted) after that many chunks of this call's
+    run have completed in total; returns completed=False without results.
+    results_root=None skips writing results/ (runs/ still holds checkpoints).
+    """
+    agent = make_agent if isinstance(make_agent, Agent) else make_agent(config)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ConfigError("seeds", "need at least one seed")
+    if num_chunks < 1 or agent.num_updates % num_chunks:
+        raise ConfigError("num_chunks", f"must be >= 1 and divide agent.num_updates="
+                          f"{agent.num_updates} (got {num_chunks})")
+    if checkpoint_every < 1:
+        raise ConfigError("checkpoint_every", f"must be >= 1 (got {checkpoint_every})")
+    chunk = agent.num_updates // num_chunks
+    main = sweep.is_main_process()
+
+    # ---- runs = grid point x seed ---------------------------------------------------
+    base_keys = sweep.seed_keys(seeds)
+    if grid is None:
+        g, keys, points, run_seeds = 1, base_keys, None, seeds
+    else:
+        points0 = {k: np.asarray(v) for k, v in grid.items()}
+        g = sweep.grid_size(points0)
+        keys = np.tile(base_keys, (g, 1))
+        points = {k: np.repeat(v, len(seeds), axis=0) for k, v in points0.items()}
+        run_seeds = seeds * g
+    n_runs = len(run_seeds)
+    objectives = list(objectives) if objectives else None
+    ver = code_version()
+    chash = config_hash(config, {
+        "seeds": seeds, "num_chunks": num_chunks, "num_updates": agent.num_updates,
+        "grid": _grid_lists(grid), "study": study,
+    })
+    run_dir = Path(runs_root) / study / run_name
+    ckpt = Checkpointer(run_dir / "ckpt", chash, code_version=ver)
+    metrics_dir = run_dir / "chunk_metrics"
+
+    # ---- compiled pieces ---------------------------------------------------------------
+    if mesh == "auto":
+        mesh = sweep.seed_mesh(n_runs)
+    sh = sweep.seed_sharding(mesh) if mesh is not None else None
+    place = (lambda t: sweep.put_seeds(t, mesh)) if mesh is not None else (lambda t: t)
+    jit = (lambda f: jax.jit(f, out_shardings=sh)) if sh is not None else jax.jit
+
+    vupdate = jax.vmap(agent.update)
+    line: ProgressLine | None = None
+    if in_loop_progress and progress and main:
+        def _cb(steps, ret):
+            if line is not None:
+                r = None if ret is None else np.nanmean(np.asarray(ret, np.float64), axis=0)
+                line.update(int(np.asarray(steps).sum()), r)
+        vupdate = tap(vupdate, _cb)
+    vagent = Agent(init=jax.vmap(agent.init), update=vupdate, evaluate=jax.vmap(agent.evaluate),
+                   num_updates=agent.num_updates)
+    init_fn = jit(vagent.init)
+
+    def chunk_body(s):
+        s, m = run_updates(vagent, s, chunk)  # scan over vmapped updates: metrics [C, R, ...]
+        return s, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), m)  # -> [R, C, ...]
+
+    chunk_fn = jit(chunk_body)
+    eval_fn = jax.jit(vagent.evaluate)
+
+    dkeys = place(keys)
+    state = init_fn(dkeys) if points is None else init_fn(dkeys, place(points))
+
+    # ---- fresh start or resume -----------------------------------------------------------
+    latest = ckpt.latest()
+    start = 0
+    stored: list[dict[str, np.ndarray]] = []
+    if latest is not None and not resume:
+        if not overwrite:
+            raise RunExistsError(
+                f"{run_dir} already holds checkpoints (latest after chunk {latest}). Pass "
+                f"resume=True (--resume) to continue it, overwrite=True to start over, or "
+                f"choose another run name."
+            )
+        if main:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        latest = None
+    if resume and latest is not None:
+        state, _ = ckpt.restore(latest, state)
+        start = latest
+        for c in range(start):
+            p = metrics_dir / f"chunk_{c:06d}.npz"
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    stored.append({k: z[k] for k in z.files})
+            except (OSError, ValueError) as e:
+                raise CheckpointCorruptError(
+                    f"checkpoint after chunk {latest} needs the metrics of chunk {c} "
+                    f"({p}), which cannot be read: {e}"
+                ) from e
+    elif resume and main:
+        print(f"[{study}/{run_name}] no checkpoint under {ckpt.directory}: starting from scratch")
+
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.json")
+    logger = None
+    if main:
+        logger = MetricsLogger(run_dir, tensorboard=tensorboard, wandb=wandb, config=config)
+
+    def frame(m: dict[str, np.ndarray], offset: int, phase: str) -> pd.DataFrame:
+        k = objectives or [f"obj{i}" for i in range(_num_objectives(m))]
+        df = flatten_metrics(m, run_seeds, k, offset, phase)
+        if points is not None:
+            for i, (name, vals) in enumerate(points.items()):
+                lab = [_label(v) for v in vals]
+                df.insert(2 + i, name, np.repeat(np.asarray(lab, dtype=object), len(df) // n_runs))
+        return df
+
+    frames: list[pd.DataFrame] = []
+    for c, m in enumerate(stored):
+        frames.append(frame(m, c * chunk, "train"))
+        if logger is not None:
+            logger.log(frames[-1])
+
+    # ---- train in equal chunks ------------------------------------------------------------
+    end = num_chunks if stop_after is None else min(num_chunks, max(stop_after, start))
+    t_compile = time.perf_counter()
+    compiled = chunk_fn.lower(state).compile() if start < end else None
+    compile_s = time.perf_counter() - t_compile
+    line = ProgressLine(1, objectives or ["return"], description=f"{study}/{run_name}",
+                        enabled=progress and main)
+    line.start(steps=0)
+    t_train = time.perf_counter()
+    steps_done = 0
+
+    def finish(c: int, s: Any, m: Any) -> None:
+        nonlocal steps_done
+        hm = sweep.to_host(m)
+        stored.append(hm)
+        if main:
+            np.savez(metrics_dir / f"chunk_{c:06d}.npz", **hm)
+            frames.append(frame(hm, c * chunk, "train"))
+            logger.log(frames[-1])
+        steps_done, ret = summarize_chunk(hm)
+        if line.total <= 1 and steps_done > 0:
+            line.set_total(round(steps_done / ((c + 1) * chunk) * agent.num_updates))
+        line.update(steps_done, ret)
+        if (c + 1) % checkpoint_every == 0 or c + 1 == num_chunks:
+            ckpt.save(c + 1, s)
+
+    pending = None
+    try:
+        for c in range(start, end):
+            new_state, m = compiled(state)  # dispatched asynchronously
+            if pending is not None:
+                finish(*pending)
+            pending = (c, new_state, m)
+            state = new_state
+        if pending is not None:
+            finish(*pending)
+    finally:
+        line.close()
+        if logger is not None and end < num_chunks:
+            logger.close()
+    train_s = time.perf_counter() - t_train
+    train = {k: np.concatenate([m[k] for m in stored], axis=1) for k in stored[0]} if stored else {}
+    info = {
+        "study": study, "run": run_name, "seeds": seeds, "grid": _grid_lists(grid),
+        "num_updates": agent.num_updates, "num_chunks": num_chunks, "chunk_updates": chunk,
+        "resumed_from_chunk": start, "config_hash": chash, "objectives": objectives,
+        "compile_s": round(compile_s, 3), "train_s": round(train_s, 3),
+        "env_steps_total": steps_done,
+        "steps_per_s": round(steps_done / train_s, 1) if train_s > 0 and start == 0 else None,
+    }
+    if end < num_chunks:
+        return RunResult(state, train, None, None, False, run_dir, None, None, info)
+
+    # ---- evaluate and report ------------------------------------------------------------------
+    ekeys = place(np.asarray(jax.vmap(lambda k: jax.random.fold_in(k, EVAL_FOLD))(keys)))
+    ev_raw = sweep.to_host(eval_fn(state, ekeys))
+    k = len(objectives) if objectives else _num_objectives(train or ev_raw)
+    ev = eval_reduce(ev_raw, k)
+    df = None
+    table = None
+    results_dir = None
+    if main:
+        frames.append(frame(ev, agent.num_updates, "eval"))
+        logger.log(frames[-1])
+        logger.close()
+        df = pd.concat(frames, ignore_index=True)
+        if results_root is not None:
+            results_dir = Path(results_root) / study / run_name
+            group_by = list(grid) if grid is not None else []
+            table = write_results(results_dir, config=config, metrics=df, run_info=info,
+                                  table_metrics=table_metrics, group_by=group_by,
+                                  title=title or f"{study} / {run_name}")
+    return RunResult(state, train, ev, df, True, run_dir, results_dir, table, info)
+
+
+def _num_objectives(m: Mapping[str, Any]) -> int:
+    r = m.get("episode_return")
+    return int(np.shape(r)[-1]) if r is not None and np.ndim(r) >= 2 else 1
