@@ -59,6 +59,7 @@ from mo_rl.networks import torso_for
 from mo_rl.quantile import CosineTauEmbedding, nstep_return, quantile_huber_loss
 from mo_rl.replay import Transition, make_nstep_replay, time_major_to_batch
 from mo_rl.reward import RewardSpec
+from mo_rl.rollout import evaluate_policy
 from mo_rl.scalarize import KINDS as SCALARIZATIONS
 from mo_rl.scalarize import scalarizer
 from mo_rl.wrappers import AutoReset, EpisodeStats, VmapEnv
@@ -472,54 +473,11 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
         return explore(k_exp, greedy_a, subset, cfg.eval_epsilon)
 
     def evaluate(state: IQNState, key) -> dict:
-        return evaluate_greedy(env, env_params, policy, state.params, key, cfg.eval_episodes,
+        """mo_rl.rollout.evaluate_policy: returns (E, K), lengths, finished, mean_return,
+        episode_metrics (means over finished episodes)."""
+        single = lambda obs, k: policy(state.params, jax.tree.map(lambda x: x[None], obs), k)[0]
+        return evaluate_policy(env, env_params, single, key, cfg.eval_episodes,
                                cfg.eval_max_steps)
 
     agent = Agent(init=init, update=update, evaluate=evaluate, num_updates=cfg.num_updates)
     return agent
-
-
-def evaluate_greedy(env, env_params, policy, params, key, num_episodes: int,
-                    max_steps: int) -> dict:
-    """`num_episodes` held-out episodes in parallel (one per env copy, no auto-reset).
-
-    policy(params, obs[B], key) -> actions[B]. Returns "episode_return"
-    (num_episodes, K), "episode_length" (num_episodes,), "finished" (bool per
-    episode: ended within max_steps) and, for every info["episode_metrics"]
-    entry, its value per episode on the step the episode ended.
-    """
-    venv = VmapEnv(EpisodeStats(env), num_episodes)
-    k_reset, k_run = jax.random.split(key)
-    obs, env_state = venv.reset(jax.random.split(k_reset, num_episodes), env_params)
-    k = len(env.reward_spec)
-
-    def step(carry, key):
-        obs, env_state, done, out = carry
-        k_pol, k_env = jax.random.split(key)
-        action = policy(params, obs, k_pol)
-        res = venv.step(jax.random.split(k_env, num_episodes), env_state, action, env_params)
-        ended = res.info["returned_episode"] & ~done
-        new_out = {"episode_return": jnp.where(ended[:, None], res.info[
-            "returned_episode_returns"], out["episode_return"]),
-            "episode_length": jnp.where(ended, res.info["returned_episode_lengths"],
-                                        out["episode_length"])}
-        for name, v in res.info.get("episode_metrics", {}).items():
-            new_out[name] = jnp.where(ended, v.astype(jnp.float32), out[name])
-        # frozen after the end: keep stepping (static shapes) but ignore the results
-        return (res.obs, res.state, done | ended, new_out), None
-
-    out0 = {"episode_return": jnp.full((num_episodes, k), jnp.nan),
-            "episode_length": jnp.zeros((num_episodes,), jnp.int32)}
-    probe = jax.eval_shape(lambda: venv.step(jax.random.split(k_run, num_episodes), env_state,
-                                             jnp.zeros((num_episodes,), jnp.int32), env_params))
-    for name in probe.info.get("episode_metrics", {}):
-        out0[name] = jnp.full((num_episodes,), jnp.nan)
-    carry = (obs, env_state, jnp.zeros((num_episodes,), bool), out0)
-    (_, last_state, done, out), _ = jax.lax.scan(step, carry,
-                                                 jax.random.split(k_run, max_steps))
-    # episodes still running after max_steps count with their partial return
-    out["episode_return"] = jnp.where(done[:, None], out["episode_return"],
-                                      last_state.episode_returns)
-    out["episode_length"] = jnp.where(done, out["episode_length"], last_state.episode_lengths)
-    out["finished"] = done
-    return out
