@@ -209,3 +209,14 @@ def test_exporter_refuses_multi_agent_envs():
 
     with pytest.raises(ValueError, match="PettingZoo"):
         to_gymnasium(TwoAgents())
+
+
+@pytest.mark.parametrize("env_id", ["FrozenLake-v1", "deep-sea-treasure-v0"])
+def test_host_env_exported_back_passes_check_env(env_id):
+    """gymnasium -> protocol (io_callback) -> gymnasium: Discrete and int Box obs."""
+    env, p = envs.make(f"gym:{env_id}")
+    g = to_gymnasium(env, p)
+    check_env(g, skip_render_check=True)
+    obs, _ = g.reset(seed=0)
+    assert g.observation_space.contains(obs)
+    env.close()

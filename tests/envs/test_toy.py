@@ -158,3 +158,22 @@ def test_toy_obs_and_rewards_within_declared_bounds(env):
     assert bool(jax.vmap(obs_space.contains)(obs).all())
     assert np.all(np.asarray(rew) >= np.array(spec.low) - 1e-6)
     assert np.all(np.asarray(rew) <= np.array(spec.high) + 1e-6)
+
+
+def test_registry_builds_envs_and_explains_bad_names():
+    from envs import make
+    from envs.registry import names, register
+
+    env, p = make("Chain", n=5, exit_reward=0.3)
+    assert env.n == 5 and p.exit_reward == 0.3 and p.goal_reward == 1.0
+    assert {"CartPole-v1", "Pendulum-v1", "Chain", "PreorderedShortcut", "TailBandit"} <= set(
+        names()
+    )
+    with pytest.raises(KeyError, match=r"known envs: .*Chain"):
+        make("Chian")
+    with pytest.raises(TypeError, match="params fields are"):
+        make("Chain", bogus=1)
+    register("test-chain-3", lambda **kw: (Chain(n=3), Chain(n=3).default_params))
+    assert make("test-chain-3")[0].n == 3
+    with pytest.raises(ValueError, match="already registered"):
+        register("test-chain-3", lambda **kw: None)
