@@ -1,0 +1,450 @@
+"""DrivingEnv: a jittable, vmappable urban driving env with CARLA-style infractions.
+
+    env, params = make_driving(map="procedural", reward="vector", obs_type="vector")
+    obs, state = env.reset(key, params)
+    obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
+
+Reward choice (constructor) fixes `reward_spec`; all three views are computed
+in every step and returned in info["reward_views"]:
+* "vector" (K=4): safety, rules, progress, comfort with the preorder
+  safety > rules > progress > comfort.
+    safety   = -1 on collision or off-road, - ttc_weight on a time-to-collision violation
+    rules    = -1 on running a red light, -1 on route deviation,
+               - speed_weight * clip((v - limit) / 2.23, 0, 1)
+    progress = progress_scale * metres gained along the route
+    comfort  = -(number of broken nuPlan comfort limits) / 6
+* "carl" (K=1): CaRL, r = dRC% * prod(soft factors) (speeding, TTC, comfort,
+  lane centring; 0 on the opposing lane / off the road) - hint on collision or red light.
+* "roach" (K=1): r_speed + r_position + r_rotation + r_action + r_terminal.
+
+Termination: "carl" ends on collision, off-road, red light, route deviation,
+blocked (CaRL list; timeout = step limit is truncation) and treats route
+completion as truncation (carl.md); "vector" / "roach" end on collision,
+off-road, route deviation and blocked, and route completion terminates.
+The step limit (`max_steps`) truncates and counts as a timeout infraction
+when the route is not finished.
+
+Infractions (per step, counted in state): collision = exact box overlap
+(separating axes) of the ego with an active vehicle; off-road = the ego
+centre lies off every drivable lane (raster, 0.5 m); red light = the ego's
+route progress passes a stop line (start of a light-controlled junction
+connector) while that light is red (yellow is allowed); speeding = v >
+limit + speed_tol; route deviation = distance to the route > deviation_m;
+blocked = speed < 0.1 m/s for blocked_s; timeout as above.
+
+Actions: action_type="continuous": Box(-1, 1, (2,)) = (steer, accel), steer
+* max_steer, accel > 0 throttle (* max_accel), < 0 brake (* max_brake).
+action_type="discrete": meta-actions (target speed x lateral offset):
+a = i_speed * len(offsets) + i_offset, target speed = speeds[i] * limit,
+the offset shifts the pure-pursuit target sideways from the route (+ =
+lateral direction of sim.py); a low-level pursuit + speed controller
+(the same as expert_policy's) turns it into steer and accel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from envs.driving import observe, sim
+from envs.driving.roadmap import MapArrays
+from envs.driving.routes import RouteBank
+from mo_rl.env import Env, StepResult
+from mo_rl.reward import RewardSpec
+from mo_rl.spaces import Box, Discrete
+
+# nuPlan comfort limits used by CaRL
+COMFORT = dict(lon_acc_min=-4.05, lon_acc_max=2.40, lat_acc=4.89, jerk=8.37, lon_jerk=4.13,
+               yaw_rate=0.95, yaw_acc=1.93)
+PENALTY = dict(collision=0.6, red_light=0.7, timeout=0.7)
+
+
+class DrivingParams(NamedTuple):
+    map: MapArrays
+    routes: RouteBank
+    num_vehicles: Any = 16
+    max_steps: Any = 1000
+    dt: Any = 0.1
+    green_s: Any = 10.0
+    yellow_s: Any = 3.0
+    allred_s: Any = 2.0
+    blocked_s: Any = 90.0
+    deviation_m: Any = 6.0
+    speed_tol: Any = 0.0
+    spawn_radius: Any = 150.0
+    max_steer: Any = 0.6
+    max_accel: Any = 3.0
+    max_brake: Any = 8.0
+    v_max: Any = 25.0
+    idm_accel: Any = 2.0
+    idm_decel: Any = 3.0
+    idm_s0: Any = 2.5
+    idm_headway: Any = 1.2
+    ttc_weight: Any = 0.1
+    speed_weight: Any = 0.1
+    progress_scale: Any = 0.1
+    carl_hint: Any = 0.0
+    roach_terminal: Any = -10.0
+    roach_vmax: Any = 6.0
+
+
+class DrivingState(NamedTuple):
+    x: jax.Array
+    y: jax.Array
+    yaw: jax.Array
+    v: jax.Array
+    steer: jax.Array
+    accel: jax.Array
+    yaw_rate: jax.Array
+    lat_acc: jax.Array
+    veh_pt: jax.Array  # (N,)
+    veh_u: jax.Array
+    veh_v: jax.Array
+    veh_turn: jax.Array
+    veh_vf: jax.Array  # desired-speed factor
+    veh_active: jax.Array
+    route: jax.Array  # route index in the bank
+    prog: jax.Array  # route point index reached
+    light_offset: jax.Array  # (G,)
+    t: jax.Array
+    still: jax.Array  # consecutive steps with v < 0.1
+    n_collision: jax.Array
+    n_off_road: jax.Array
+    n_red_light: jax.Array
+    n_speeding: jax.Array
+    deviation: jax.Array
+    blocked: jax.Array
+
+
+class DrivingEnv(Env[DrivingState, DrivingParams]):
+    """See the module docstring. Static choices are constructor arguments."""
+
+    def __init__(self, reward: str = "vector", action_type: str = "continuous",
+                 obs_type: str = "vector", max_vehicles: int = 16,
+                 discrete_speeds: tuple[float, ...] = (0.0, 0.5, 1.0, 1.25),
+                 discrete_offsets: tuple[float, ...] = (-1.5, 0.0, 1.5),
+                 bev_size: int = 64, bev_res: float = 0.5, num_obs_vehicles: int = 8):
+        if reward not in ("vector", "carl", "roach"):
+            raise ValueError(f"reward must be 'vector', 'carl' or 'roach', got {reward!r}")
+        if action_type not in ("continuous", "discrete"):
+            raise ValueError(f"action_type must be 'continuous' or 'discrete', got {action_type!r}")
+        if obs_type not in ("vector", "bev"):
+            raise ValueError(f"obs_type must be 'vector' or 'bev', got {obs_type!r}")
+        self.reward = reward
+        self.action_type = action_type
+        self.obs_type = obs_type
+        self.max_vehicles = max_vehicles
+        self.discrete_speeds = tuple(discrete_speeds)
+        self.discrete_offsets = tuple(discrete_offsets)
+        self.bev_size = bev_size
+        self.bev_res = bev_res
+        self.num_obs_vehicles = num_obs_vehicles
+        if reward == "vector":
+            self.reward_spec = RewardSpec(
+                ("safety", "rules", "progress", "comfort"),
+                ("safety > rules", "rules > progress", "progress > comfort"),
+                low=(-1.0 - 1.0, -3.0, 0.0, -1.0), high=(0.0, 0.0, 1.0, 0.0))
+        elif reward == "carl":
+            self.reward_spec = RewardSpec(("carl",), low=-1.0, high=1.0)
+        else:
+            self.reward_spec = RewardSpec(("roach",), low=-20.0, high=2.0)
+
+    @property
+    def name(self) -> str:
+        return f"Driving-{self.reward}-{self.action_type}-{self.obs_type}"
+
+    # ------------------------------------------------------------------ spaces
+    def action_space(self, params: DrivingParams | None = None):
+        if self.action_type == "continuous":
+            return Box(-1.0, 1.0, (2,))
+        return Discrete(len(self.discrete_speeds) * len(self.discrete_offsets))
+
+    def observation_space(self, params: DrivingParams | None = None):
+        if self.obs_type == "vector":
+            return Box(-jnp.inf, jnp.inf, (observe.vector_size(self.num_obs_vehicles),))
+        return Box(0, 255, (self.bev_size, self.bev_size, observe.BEV_CHANNELS), jnp.uint8)
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, key: jax.Array, params: DrivingParams) -> tuple[jax.Array, DrivingState]:
+        k_route, key = jax.random.split(key)
+        route = jax.random.randint(k_route, (), 0, params.routes.num_routes)
+        return self.reset_to_route(key, params, route)
+
+    def reset_to_route(self, key: jax.Array, params: DrivingParams,
+                       route: jax.Array) -> tuple[jax.Array, DrivingState]:
+        """Reset on a given route of the bank (tests, evaluation over all routes)."""
+        m, rb = params.map, params.routes
+        k_spawn, k_turn, k_vf, k_light = jax.random.split(key, 4)
+        route = jnp.asarray(route, jnp.int32)
+        xy0 = rb.xy[route, 0]
+        yaw0 = rb.yaw[route, 0]
+        n = self.max_vehicles
+        sp = m.spawn_pts
+        d = jnp.linalg.norm(m.pt_xy[sp] - xy0, axis=-1)
+        ok = (d > 20.0) & (d < params.spawn_radius)
+        w = jnp.where(ok, 1.0, 1e-6)
+        idx = jax.random.choice(k_spawn, sp.shape[0], (n,), replace=False, p=w / w.sum())
+        veh_pt = sp[idx]
+        active = ok[idx] & (jnp.arange(n) < params.num_vehicles)
+        f = jnp.zeros((), jnp.float32)
+        ng = m.light_nphase.shape[0]
+        state = DrivingState(
+            x=xy0[0], y=xy0[1], yaw=yaw0, v=f, steer=f, accel=f, yaw_rate=f, lat_acc=f,
+            veh_pt=veh_pt, veh_u=jnp.zeros(n), veh_v=m.pt_speed[veh_pt] * 0.5,
+            veh_turn=jax.random.randint(k_turn, (n,), 0, 1 << 16),
+            veh_vf=jax.random.uniform(k_vf, (n,), minval=0.7, maxval=1.0),
+            veh_active=active, route=route, prog=jnp.zeros((), jnp.int32),
+            light_offset=jax.random.uniform(k_light, (ng,), maxval=100.0),
+            t=jnp.zeros((), jnp.int32), still=jnp.zeros((), jnp.int32),
+            n_collision=jnp.zeros((), jnp.int32), n_off_road=jnp.zeros((), jnp.int32),
+            n_red_light=jnp.zeros((), jnp.int32), n_speeding=jnp.zeros((), jnp.int32),
+            deviation=jnp.zeros((), bool), blocked=jnp.zeros((), bool))
+        return self._obs(state, params), state
+
+    # ------------------------------------------------------------------ helpers
+    def lights(self, state: DrivingState, params: DrivingParams) -> jax.Array:
+        return sim.light_states(params.map, state.t * params.dt, state.light_offset,
+                                params.green_s, params.yellow_s, params.allred_s)
+
+    def _controls(self, state, action, params):
+        """Action -> (steer angle, acceleration)."""
+        if self.action_type == "continuous":
+            a = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
+            steer = a[0] * params.max_steer
+            accel = jnp.where(a[1] > 0, a[1] * params.max_accel, a[1] * params.max_brake)
+            return steer, accel
+        no = len(self.discrete_offsets)
+        i_speed, i_off = action // no, action % no
+        limit = params.map.pt_speed[params.routes.pt[state.route, state.prog]]
+        v_target = jnp.asarray(self.discrete_speeds)[i_speed] * limit
+        offset = jnp.asarray(self.discrete_offsets)[i_off]
+        a = pursuit(state, params, offset, v_target)
+        return a[0] * params.max_steer, jnp.where(a[1] > 0, a[1] * params.max_accel,
+                                                   a[1] * params.max_brake)
+
+    # ------------------------------------------------------------------ step
+    def step(self, key: jax.Array, state: DrivingState, action: jax.Array,
+             params: DrivingParams) -> StepResult:
+        p, m, rb = params, params.map, params.routes
+        dt = p.dt
+        steer, accel = self._controls(state, action, p)
+        x, y, yaw, v, yaw_rate = sim.bicycle(state.x, state.y, state.yaw, state.v, steer, accel,
+                                             dt, p.v_max)
+        accel_eff = (v - state.v) / dt
+        ego_xy = jnp.stack([x, y])
+        t = state.t + 1
+        lights = sim.light_states(m, t * dt, state.light_offset, p.green_s, p.yellow_s,
+                                  p.allred_s)
+        ego_pt, on_road = sim.grid_lookup(m, ego_xy)
+        # background traffic
+        veh_pt, veh_u, veh_v, veh_turn, _ = sim.traffic_step(
+            m, key, state.veh_pt, state.veh_u, state.veh_v, state.veh_turn, state.veh_vf,
+            state.veh_active, ego_xy, yaw, v, ego_pt, lights, p)
+        veh_xy, veh_yaw = sim.veh_pose(m, veh_pt, veh_u)
+
+        # route progress: nearest route point in a forward window
+        r = state.route
+        win = state.prog + jnp.arange(ROUTE_WINDOW)
+        win = jnp.minimum(win, rb.num[r] - 1)
+        dists = jnp.linalg.norm(rb.xy[r, win] - ego_xy, axis=-1)
+        j = jnp.argmin(dists)
+        prog = jnp.maximum(win[j], state.prog)
+        route_dist = dists[j]
+        gained = rb.cum[r, prog] - rb.cum[r, state.prog]
+        remaining = rb.length[r] - rb.cum[r, prog]
+        complete = (prog >= rb.num[r] - 1) | (remaining < 1.0)
+        rc_old = 100.0 * rb.cum[r, state.prog] / rb.length[r]
+        rc = jnp.where(complete, 100.0, 100.0 * rb.cum[r, prog] / rb.length[r])
+
+        # infractions
+        collide = jnp.any(sim.obb_overlap(ego_xy, yaw, veh_xy, veh_yaw) & state.veh_active)
+        off_road = ~on_road
+        stop_i = rb.next_stop[r, jnp.minimum(state.prog + 1, rb.next_stop.shape[1] - 1)]
+        light_id = rb.stop_light[r, stop_i]
+        crossed = (stop_i <= prog) & (stop_i > state.prog) & (light_id >= 0)
+        red_run = crossed & (lights[jnp.maximum(light_id, 0)] == sim.RED)
+        limit = m.pt_speed[rb.pt[r, prog]]
+        speeding = v > limit + p.speed_tol
+        deviate = route_dist > p.deviation_m
+        still = jnp.where(v < 0.1, state.still + 1, 0)
+        blocked = still * dt >= p.blocked_s
+        timeout = (t >= p.max_steps) & ~complete
+
+        # localisation on the lane map (centring, opposing lane)
+        lane_yaw = m.pt_yaw[ego_pt]
+        lat_lane = sim.to_frame(ego_xy - m.pt_xy[ego_pt], lane_yaw)[1]
+        in_junction = m.pt_junction[ego_pt] >= 0
+        opposing = jnp.cos(yaw - lane_yaw) < 0.0
+        route_yaw = rb.yaw[r, prog]
+        lat_route = sim.to_frame(ego_xy - rb.xy[r, prog], route_yaw)[1]
+        yaw_err = jnp.mod(yaw - route_yaw + jnp.pi, 2 * jnp.pi) - jnp.pi
+
+        # time-to-collision (constant velocity boxes at 0.1 .. 0.9 s)
+        ts = jnp.array([0.1, 0.3, 0.5, 0.7, 0.9])[:, None, None]
+        e_fut = ego_xy + ts[:, 0] * v * jnp.stack([jnp.cos(yaw), jnp.sin(yaw)])
+        v_fut = veh_xy + ts * veh_v[:, None] * jnp.stack([jnp.cos(veh_yaw), jnp.sin(veh_yaw)], -1)
+        ttc = (v >= 0.1) & jnp.any(
+            sim.obb_overlap(e_fut[:, None, :], yaw, v_fut, veh_yaw) & state.veh_active)
+
+        # comfort (nuPlan limits, this step)
+        lat_acc = v * yaw_rate
+        jerk_lon = (accel_eff - state.accel) / dt
+        jerk_lat = (lat_acc - state.lat_acc) / dt
+        yaw_acc = (yaw_rate - state.yaw_rate) / dt
+        c = COMFORT
+        broken = ((accel_eff < c["lon_acc_min"]).astype(jnp.int32) + (accel_eff > c["lon_acc_max"])
+                  + (jnp.abs(lat_acc) > c["lat_acc"]) + (jnp.hypot(jerk_lon, jerk_lat) > c["jerk"])
+                  + (jnp.abs(jerk_lon) > c["lon_jerk"]) + (jnp.abs(yaw_rate) > c["yaw_rate"])
+                  + (jnp.abs(yaw_acc) > c["yaw_acc"]))
+        broken = jnp.where(state.t == 0, 0, broken)  # no history on the first step
+
+        # rewards
+        over = jnp.clip((v - limit) / 2.23, 0.0, 1.0)
+        safety = -jnp.maximum(collide, off_road).astype(jnp.float32) - p.ttc_weight * ttc
+        rules = -(red_run.astype(jnp.float32) + deviate) - p.speed_weight * over
+        progress = p.progress_scale * gained
+        comfort = -broken / 6.0
+        vec = jnp.stack([safety, rules, progress, comfort]).astype(jnp.float32)
+
+        width = m.pt_width[ego_pt]
+        centring = jnp.where(in_junction, 1.0,
+                             1.0 - jnp.clip(jnp.abs(lat_lane) / (0.5 * width), 0.0, 1.0))
+        factor = (1.0 - over) * jnp.where(ttc, 0.5, 1.0) * (1.0 - 0.5 * broken / 6.0) * centring
+        factor = jnp.where(opposing | off_road, 0.0, factor)
+        carl = (rc - rc_old) * factor - p.carl_hint * (collide | red_run)
+
+        hazard_v = hazard_speed(state._replace(x=x, y=y, yaw=yaw, v=v, prog=prog, t=t,
+                                               veh_pt=veh_pt, veh_u=veh_u, veh_v=veh_v), p)
+        v_des = jnp.minimum(jnp.minimum(limit, p.roach_vmax), hazard_v)
+        roach_fail = collide | off_road | deviate | blocked | red_run
+        roach = (1.0 - jnp.abs(v - v_des) / 6.0 - jnp.abs(lat_route) / 2.0 - jnp.abs(yaw_err)
+                 - 0.1 * (jnp.abs(steer - state.steer) > 0.01 * p.max_steer)
+                 + p.roach_terminal * roach_fail)
+
+        # termination
+        fail = collide | off_road | deviate | blocked
+        if self.reward == "carl":
+            terminated = fail | red_run
+            truncated = (complete | (t >= p.max_steps)) & ~terminated
+        else:
+            terminated = fail | complete
+            truncated = (t >= p.max_steps) & ~terminated
+        reward = {"vector": vec, "carl": carl[None], "roach": roach[None]}[self.reward]
+
+        new = DrivingState(
+            x=x, y=y, yaw=yaw, v=v, steer=steer, accel=accel_eff, yaw_rate=yaw_rate,
+            lat_acc=lat_acc, veh_pt=veh_pt, veh_u=veh_u, veh_v=veh_v, veh_turn=veh_turn,
+            veh_vf=state.veh_vf, veh_active=state.veh_active, route=r, prog=prog,
+            light_offset=state.light_offset, t=t, still=still,
+            n_collision=state.n_collision + collide, n_off_road=state.n_off_road + off_road,
+            n_red_light=state.n_red_light + red_run, n_speeding=state.n_speeding + speeding,
+            deviation=state.deviation | deviate, blocked=state.blocked | blocked)
+        metrics = episode_metrics(new, rc, timeout & ~terminated)
+        info = {
+            "reward_views": {"vector": vec, "carl": carl[None].astype(jnp.float32),
+                             "roach": roach[None].astype(jnp.float32)},
+            "episode_metrics": metrics,
+            "infractions": {"collision": collide, "off_road": off_road, "red_light": red_run,
+                            "speeding": speeding, "deviation": deviate, "blocked": blocked,
+                            "ttc": ttc},
+        }
+        return StepResult(self._obs(new, p), new, reward.astype(jnp.float32), terminated,
+                          truncated, info)
+
+    def _obs(self, state: DrivingState, params: DrivingParams) -> jax.Array:
+        if self.obs_type == "vector":
+            return observe.vector_obs(state, params, self.num_obs_vehicles,
+                                      self.lights(state, params))
+        return observe.bev_obs(state, params, self.bev_size, self.bev_res,
+                               self.lights(state, params))
+
+
+ROUTE_WINDOW = 12
+
+
+def episode_metrics(s: DrivingState, rc: jax.Array, timeout: jax.Array) -> dict[str, jax.Array]:
+    """CARLA-leaderboard style metrics of the episode so far (final on the last step)."""
+    pen = (PENALTY["collision"] ** s.n_collision * PENALTY["red_light"] ** s.n_red_light
+           * jnp.where(timeout, PENALTY["timeout"], 1.0))
+    infraction = ((s.n_collision + s.n_off_road + s.n_red_light + s.n_speeding) > 0) | (
+        s.deviation | s.blocked | timeout)
+    f = jnp.float32
+    return {
+        "route_completion": rc.astype(f),
+        "infraction_score": pen.astype(f),
+        "driving_score": (rc * pen).astype(f),
+        "success": ((rc >= 99.0) & ~infraction).astype(f),
+        "collision": (s.n_collision > 0).astype(f),
+        "off_road": (s.n_off_road > 0).astype(f),
+        "red_light": s.n_red_light.astype(f),
+        "speeding": (s.n_speeding > 0).astype(f),
+        "deviation": s.deviation.astype(f),
+        "blocked": s.blocked.astype(f),
+        "timeout": timeout.astype(f),
+    }
+
+
+# --------------------------------------------------------------------------- controllers
+def pursuit(state: DrivingState, params: DrivingParams, offset: jax.Array,
+            v_target: jax.Array) -> jax.Array:
+    """Pure pursuit on the route (shifted sideways by `offset`) + P speed control -> action."""
+    rb = params.routes
+    r = state.route
+    look = jnp.maximum(4.0, 0.9 * state.v)  # metres
+    target_s = rb.cum[r, state.prog] + look
+    idx = jnp.clip(jnp.searchsorted(rb.cum[r], target_s), 0, rb.num[r] - 1)
+    tgt = rb.xy[r, idx] + offset * jnp.stack([-jnp.sin(rb.yaw[r, idx]), jnp.cos(rb.yaw[r, idx])])
+    rear = jnp.stack([state.x, state.y]) - 0.5 * sim.WHEELBASE * jnp.stack(
+        [jnp.cos(state.yaw), jnp.sin(state.yaw)])
+    rel = sim.to_frame(tgt - rear, state.yaw)
+    ld2 = jnp.maximum(jnp.sum(rel**2), 1.0)
+    steer = jnp.arctan(2.0 * sim.WHEELBASE * rel[1] / ld2)
+    a = jnp.clip(2.5 * (v_target - state.v), -4.0, 2.0)  # m/s^2, inside the comfort limits
+    accel_cmd = jnp.where(a > 0, a / params.max_accel, a / params.max_brake)
+    return jnp.stack([jnp.clip(steer / params.max_steer, -1, 1), jnp.clip(accel_cmd, -1, 1)])
+
+
+def hazard_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5) -> jax.Array:
+    """Highest speed that still stops before a red/yellow stop line or a vehicle ahead."""
+    m, rb = params.map, params.routes
+    r = state.route
+    lights = sim.light_states(m, state.t * params.dt, state.light_offset, params.green_s,
+                              params.yellow_s, params.allred_s)
+    stop_i = rb.next_stop[r, state.prog]
+    light_id = rb.stop_light[r, stop_i]
+    d_stop = rb.cum[r, stop_i] - rb.cum[r, state.prog] - 3.5  # stop 3.5 m before the line
+    ls = lights[jnp.maximum(light_id, 0)]
+    # yellow: stop if that takes < 5 m/s^2 (twice `decel`, so the decision does not flip
+    # back while the car follows the `decel` stopping profile)
+    stop_yellow = (ls == sim.YELLOW) & ((d_stop > state.v**2 / 10.0) | (state.v < 3.0))
+    must = (light_id >= 0) & ((ls == sim.RED) | stop_yellow)
+    v_light = jnp.where(must & (stop_i > state.prog),
+                        jnp.sqrt(2 * decel * jnp.maximum(d_stop, 0.0)), jnp.inf)
+    xy, _yaw = sim.veh_pose(m, state.veh_pt, state.veh_u)
+    rel = sim.to_frame(xy - jnp.stack([state.x, state.y]), state.yaw)
+    ahead = (rel[:, 0] > 0) & (jnp.abs(rel[:, 1]) < 2.2) & state.veh_active
+    gap = jnp.min(jnp.where(ahead, rel[:, 0] - sim.VEH_LEN - 3.0, jnp.inf))
+    v_lead = jnp.sqrt(2 * decel * jnp.maximum(gap, 0.0))
+    return jnp.minimum(v_light, v_lead)
+
+
+def expert_policy(state: DrivingState, params: DrivingParams, vmax: float = 10.0) -> jax.Array:
+    """Scripted lane-following baseline: continuous action (steer, accel) in [-1, 1].
+
+    Pure pursuit on the route, speed = min(vmax, limit - 1 m/s, curve speed at
+    2 m/s^2 lateral over the next 25 m, stopping speed for red/yellow
+    lights and the nearest vehicle in the ego's corridor).
+    """
+    rb, m = params.routes, params.map
+    r = state.route
+    ahead = jnp.minimum(state.prog + jnp.arange(0, 26, 5), rb.num[r] - 1)
+    yaws = rb.yaw[r, ahead]
+    dyaw = jnp.abs(jnp.mod(jnp.diff(yaws) + jnp.pi, 2 * jnp.pi) - jnp.pi)
+    kappa = jnp.max(dyaw) / 5.0
+    v_curve = jnp.sqrt(2.0 / jnp.maximum(kappa, 1e-3))
+    limit = jnp.min(m.pt_speed[rb.pt[r, ahead]])  # slow down before a lower limit
+    v_target = jnp.minimum(jnp.minimum(limit - 1.0, v_curve), hazard_speed(state, params))
+    v_target = jnp.minimum(v_target, vmax)
+    return pursuit(state, params, jnp.zeros(()), jnp.maximum(v_target, 0.0))

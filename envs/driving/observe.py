@@ -1,0 +1,116 @@
+"""Observations: ego-centric vector features and a BEV raster, both jittable.
+
+Vector (float32, length 8 + 20 + 5 + 7 K + 2):
+  ego   [v/10, steer/max_steer, accel/max_accel, limit/10, route lateral/2,
+         sin(yaw error), cos(yaw error), in junction]
+  route 10 route points every 4 m ahead, (lon, lat)/20 in the ego frame
+  light [distance to the next stop line on the route / 50 (<= 1),
+         one-hot green, yellow, red, none]
+  cars  K nearest active vehicles: (lon, lat)/30, relative (vlon, vlat)/10,
+         cos / sin of the relative heading, valid flag (zeros when absent)
+  time  [remaining route fraction, step / max_steps]
+
+BEV (uint8, S x S x 5, ego at the centre column, 3/4 down, heading up, res m/px):
+  0 road (drivable raster), 1 route (next ~60 m), 2 lane boundaries,
+  3 vehicles (value 100 + 155 * min(v / 15, 1)), 4 stop lines of lights
+  (255 red, 160 yellow, 80 green).
+Every pixel is a world look-up in the map rasters or a point-in-box /
+distance test against a few dozen primitives, so the cost is
+O(S^2 * (N + 60)) per env.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from envs.driving import sim
+
+BEV_CHANNELS = 5
+NUM_ROUTE_OBS = 10
+ROUTE_STEP = 4
+
+
+def vector_size(num_vehicles: int) -> int:
+    return 8 + 2 * NUM_ROUTE_OBS + 5 + 7 * num_vehicles + 2
+
+
+def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
+    m, rb = params.map, params.routes
+    r = state.route
+    ego = jnp.stack([state.x, state.y])
+    limit = m.pt_speed[rb.pt[r, state.prog]]
+    rel0 = sim.to_frame(ego - rb.xy[r, state.prog], rb.yaw[r, state.prog])
+    yaw_err = state.yaw - rb.yaw[r, state.prog]
+    ego_pt, _ = sim.grid_lookup(m, ego)
+    f_ego = jnp.stack([state.v / 10, state.steer / params.max_steer,
+                       state.accel / params.max_accel, limit / 10, rel0[1] / 2,
+                       jnp.sin(yaw_err), jnp.cos(yaw_err),
+                       (m.pt_junction[ego_pt] >= 0).astype(jnp.float32)])
+    idx = jnp.minimum(state.prog + ROUTE_STEP * jnp.arange(1, NUM_ROUTE_OBS + 1), rb.num[r] - 1)
+    f_route = (sim.to_frame(rb.xy[r, idx] - ego, state.yaw) / 20.0).ravel()
+    stop_i = rb.next_stop[r, state.prog]
+    light_id = rb.stop_light[r, stop_i]
+    dist = rb.cum[r, stop_i] - rb.cum[r, state.prog]
+    ls = jnp.where(light_id >= 0, lights[jnp.maximum(light_id, 0)], sim.NO_LIGHT)
+    ls = jnp.where(dist > 50.0, sim.NO_LIGHT, ls)
+    f_light = jnp.concatenate([jnp.minimum(dist, 50.0)[None] / 50.0,
+                               jax.nn.one_hot(ls, 4)])
+    xy, yaw = sim.veh_pose(m, state.veh_pt, state.veh_u)
+    rel = sim.to_frame(xy - ego, state.yaw)
+    d = jnp.where(state.veh_active, jnp.linalg.norm(rel, axis=-1), jnp.inf)
+    neg, near = jax.lax.top_k(-d, k)
+    valid = jnp.isfinite(neg) & (neg > -60.0)
+    vel = state.veh_v[near, None] * jnp.stack([jnp.cos(yaw[near]), jnp.sin(yaw[near])], -1)
+    rel_vel = sim.to_frame(vel, state.yaw) - jnp.stack([state.v, 0.0])
+    dyaw = yaw[near] - state.yaw
+    f_cars = jnp.concatenate([rel[near] / 30.0, rel_vel / 10.0,
+                              jnp.stack([jnp.cos(dyaw), jnp.sin(dyaw)], -1),
+                              jnp.ones((k, 1))], -1)
+    f_cars = jnp.where(valid[:, None], f_cars, 0.0).ravel()
+    f_time = jnp.stack([1.0 - rb.cum[r, state.prog] / rb.length[r],
+                        state.t / params.max_steps])
+    return jnp.concatenate([f_ego, f_route, f_light, f_cars, f_time]).astype(jnp.float32)
+
+
+def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Array:
+    m, rb = params.map, params.routes
+    ego = jnp.stack([state.x, state.y])
+    # pixel centres in the ego frame: row 0 = far ahead, ego at row 3/4 * size
+    rows = (0.75 * size - (jnp.arange(size) + 0.5)) * res  # lon
+    cols = ((jnp.arange(size) + 0.5) - 0.5 * size) * res  # lat (right of the image = -lat)
+    lon, lat = jnp.meshgrid(rows, -cols, indexing="ij")
+    c, s = jnp.cos(state.yaw), jnp.sin(state.yaw)
+    wx = ego[0] + lon * c - lat * s
+    wy = ego[1] + lon * s + lat * c
+    wxy = jnp.stack([wx, wy], -1)  # (S, S, 2)
+    near, drivable = sim.grid_lookup(m, wxy)
+    road = drivable
+    # lane boundaries: |lateral offset to the nearest centreline| close to half the width
+    off = sim.to_frame(wxy - m.pt_xy[near], m.pt_yaw[near])[..., 1]
+    half = 0.5 * m.pt_width[near]
+    marking = drivable & (jnp.abs(jnp.abs(off) - half) < 0.6 * res + 0.1)
+    # route: distance to the next 60 route points (every 2nd)
+    r = state.route
+    ridx = jnp.minimum(state.prog + jnp.arange(0, 60, 2), rb.num[r] - 1)
+    rpts = rb.xy[r, ridx]
+    dr = jnp.min(jnp.sum((wxy[:, :, None, :] - rpts) ** 2, -1), -1)
+    route = dr < 1.0
+    # vehicles: point in box
+    vxy, vyaw = sim.veh_pose(m, state.veh_pt, state.veh_u)
+    rel = sim.to_frame(wxy[:, :, None, :] - vxy, vyaw)
+    half = jnp.array([0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID])
+    inside = (jnp.all(jnp.abs(rel) < half, -1)
+              & state.veh_active)
+    speed_val = 100.0 + 155.0 * jnp.minimum(state.veh_v / 15.0, 1.0)
+    veh = jnp.max(jnp.where(inside, speed_val, 0.0), -1)
+    # stop lines: the first 1.5 m of light-controlled connectors
+    lane = m.pt_lane[near]
+    lid = m.lane_light[lane]
+    s_in = m.pt_to_end[m.lane_start[lane]] - m.pt_to_end[near]
+    on_line = drivable & (lid >= 0) & (s_in < 1.5)
+    ls = lights[jnp.maximum(lid, 0)]
+    light_val = jnp.where(ls == sim.RED, 255, jnp.where(ls == sim.YELLOW, 160, 80))
+    lights_ch = jnp.where(on_line, light_val, 0)
+    img = jnp.stack([road * 255, route * 255, marking * 255, veh, lights_ch], -1)
+    return img.astype(jnp.uint8)
