@@ -5,11 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mo_rl  # noqa: F401
 from envs.classic import CartPole
 from envs.toy import Chain, PreorderedShortcut
-from mo_rl.wrappers import AutoReset, EpisodeStats, NormalizeObs, VmapEnv
+from mo_rl.wrappers import AutoReset, EpisodeStats, NormalizeObs, NormalizeObsState, VmapEnv
 
 
 def _run(env, params, actions, key=0):
@@ -153,3 +155,28 @@ def test_normalize_obs_single_env_and_frozen_stats():
     np.testing.assert_allclose(obs, raw[0], atol=1e-6)  # mean 0, var 1
     r = frozen.step(jax.random.key(1), fs, 1, p)
     assert float(r.state.count) == pytest.approx(1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+    seed=st.integers(0, 2**16),
+    scale=st.floats(0.1, 50.0),
+)
+def test_normalize_obs_update_is_chunking_invariant(sizes, seed, scale):
+    """Merging batch moments chunk by chunk equals numpy over all observations."""
+    env = NormalizeObs(Chain(n=3))
+    rng = np.random.default_rng(seed)
+    chunks = [rng.normal(2.0, scale, (b, 3)).astype(np.float32) for b in sizes]
+    state = NormalizeObsState(None, jnp.zeros(3), jnp.ones(3), jnp.float32(1e-4))
+    for c in chunks:
+        state = env._update(state, c, None)
+    allobs = np.concatenate(chunks).astype(np.float64)
+    n, c = len(allobs), 1e-4
+    # exact moments of the data plus the pseudo-count prior (weight c, mean 0, var 1)
+    mean = allobs.sum(0) / (n + c)
+    var = (c * (1.0 + mean**2) + ((allobs - mean) ** 2).sum(0)) / (n + c)
+    tol = 1e-5 * (4.0 + scale**2)  # float32 round-off relative to E[x^2]
+    np.testing.assert_allclose(state.mean, mean, rtol=1e-5, atol=tol)
+    np.testing.assert_allclose(state.var, var, rtol=1e-4, atol=tol)
+    assert float(state.count) == pytest.approx(n + c, rel=1e-6)
