@@ -34,6 +34,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
+ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_res", "num_obs_vehicles")
+
+
 def find_carla_file(name: str) -> Path | None:
     """A CARLA map / route file from: a path, $MO_RL_CARLA_DIR, a CARLA install.
 
@@ -59,12 +62,17 @@ def make_driving(preset: str = "quick", *, reward: str = "vector",
                  action_type: str = "continuous", obs_type: str = "vector",
                  max_vehicles: int = 16, seed: int = 0, env_kwargs: dict | None = None,
                  **overrides) -> tuple[DrivingEnv, DrivingParams]:
-    """(env, params) for a preset; `overrides` replace preset keys or DrivingParams fields.
+    """(env, params) for a preset; `overrides` replace preset keys or DrivingParams fields
+    (constructor options in ENV_KWARGS, e.g. bev_size, go to DrivingEnv).
 
     Map keys: map ("procedural", "Town01" or an .xodr path), routes (a route
     XML; default random routes of `route_length` m), num_routes, map_seed.
     """
     cfg = dict(PRESETS[preset]) if preset in PRESETS else dict(map=preset)
+    env_kwargs = dict(env_kwargs or {})
+    for k in ENV_KWARGS:
+        if k in overrides:
+            env_kwargs[k] = overrides.pop(k)
     cfg.update(overrides)
     map_name = cfg.pop("map")
     routes_file = cfg.pop("routes", None)
@@ -89,7 +97,7 @@ def make_driving(preset: str = "quick", *, reward: str = "vector",
     else:
         rb = route_bank(m, random_routes(m, net, num_routes, route_length, seed))
     env = DrivingEnv(reward=reward, action_type=action_type, obs_type=obs_type,
-                     max_vehicles=max_vehicles, **(env_kwargs or {}))
+                     max_vehicles=max_vehicles, **env_kwargs)
     cfg.setdefault("num_vehicles", min(16, max_vehicles))
     cfg["num_vehicles"] = min(cfg["num_vehicles"], max_vehicles)
     params = DrivingParams(map=m, routes=rb, **cfg)

@@ -155,6 +155,13 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
     def name(self) -> str:
         return f"Driving-{self.reward}-{self.action_type}-{self.obs_type}"
 
+    @property
+    def default_params(self) -> DrivingParams:
+        """Params of the "quick" preset (procedural map, short random routes)."""
+        from envs.driving import make_driving
+
+        return make_driving("quick", max_vehicles=self.max_vehicles)[1]
+
     # ------------------------------------------------------------------ spaces
     def action_space(self, params: DrivingParams | None = None):
         if self.action_type == "continuous":
@@ -163,7 +170,8 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
 
     def observation_space(self, params: DrivingParams | None = None):
         if self.obs_type == "vector":
-            return Box(-jnp.inf, jnp.inf, (observe.vector_size(self.num_obs_vehicles),))
+            return Box(-observe.VEC_CLIP, observe.VEC_CLIP,
+                       (observe.vector_size(self.num_obs_vehicles),))
         return Box(0, 255, (self.bev_size, self.bev_size, observe.BEV_CHANNELS), jnp.uint8)
 
     # ------------------------------------------------------------------ reset

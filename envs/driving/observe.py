@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from envs.driving import sim
 
 BEV_CHANNELS = 5
+VEC_CLIP = 10.0  # vector features are clipped to [-VEC_CLIP, VEC_CLIP]
 NUM_ROUTE_OBS = 10
 ROUTE_STEP = 4
 
@@ -70,7 +71,8 @@ def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
     f_cars = jnp.where(valid[:, None], f_cars, 0.0).ravel()
     f_time = jnp.stack([1.0 - rb.cum[r, state.prog] / rb.length[r],
                         state.t / params.max_steps])
-    return jnp.concatenate([f_ego, f_route, f_light, f_cars, f_time]).astype(jnp.float32)
+    out = jnp.concatenate([f_ego, f_route, f_light, f_cars, f_time])
+    return jnp.clip(out, -VEC_CLIP, VEC_CLIP).astype(jnp.float32)
 
 
 def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Array:
@@ -99,8 +101,8 @@ def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Arra
     # vehicles: point in box
     vxy, vyaw = sim.veh_pose(m, state.veh_pt, state.veh_u)
     rel = sim.to_frame(wxy[:, :, None, :] - vxy, vyaw)
-    half = jnp.array([0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID])
-    inside = (jnp.all(jnp.abs(rel) < half, -1)
+    box_half = jnp.array([0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID])
+    inside = (jnp.all(jnp.abs(rel) < box_half, -1)
               & state.veh_active)
     speed_val = 100.0 + 155.0 * jnp.minimum(state.veh_v / 15.0, 1.0)
     veh = jnp.max(jnp.where(inside, speed_val, 0.0), -1)

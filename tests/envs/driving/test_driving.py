@@ -274,3 +274,18 @@ def test_modes_jit_vmap(reward, action_type, obs_type):
 def test_bad_constructor_args():
     with pytest.raises(ValueError, match="reward"):
         DrivingEnv(reward="nope")
+
+
+@pytest.mark.parametrize("action_type,obs_type", [("continuous", "vector"), ("discrete", "bev")])
+def test_gymnasium_check_env(action_type, obs_type):
+    from gymnasium.utils.env_checker import check_env
+
+    from envs import registry
+    from envs.adapters.gymnasium_out import GymnasiumOut
+
+    env, params = registry.make("Driving", preset="quick", action_type=action_type,
+                                obs_type=obs_type, bev_size=32)
+    genv = GymnasiumOut(env, params)
+    check_env(genv, skip_render_check=True)
+    obs, _ = genv.reset(seed=0)
+    assert genv.observation_space.contains(obs)
