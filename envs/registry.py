@@ -84,3 +84,4 @@ for _name, _path in {
     "TailBandit": "envs.toy:TailBandit",
 }.items():
     register(_name, from_class(_path))
+register("Driving", "envs.driving:make_driving")  # make("Driving", preset="quick", reward=...)
