@@ -156,8 +156,10 @@ def _build(tp: Any, value: Any, where: str) -> Any:
     if origin in (dict, Mapping):
         _, a = typing.get_args(tp) or (str, Any)
         return {k: _build(a, v, f"{where}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(where, f"expected float, got {value!r}")
     if tp in (int, str, bool) and type(value) is not tp:
         raise ConfigError(where, f"expected {tp.__name__}, got {value!r}")
     return value

@@ -173,7 +173,11 @@ def run(
     if in_loop_progress and progress and main:
         def _cb(steps, ret):
             if line is not None:
-                r = None if ret is None else np.nanmean(np.asarray(ret, np.float64), axis=0)
+                r = None
+                if ret is not None:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        r = np.nanmean(np.asarray(ret, np.float64), axis=0)
                 line.update(int(np.asarray(steps).sum()), r)
         vupdate = tap(vupdate, _cb)
     vagent = Agent(init=jax.vmap(agent.init), update=vupdate, evaluate=jax.vmap(agent.evaluate),

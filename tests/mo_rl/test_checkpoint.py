@@ -1,0 +1,105 @@
+"""Checkpoints: exact round trip, and clear errors (never silent) for bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mo_rl.checkpoint import (
+    CheckpointCorruptError,
+    Checkpointer,
+    CheckpointMismatchError,
+)
+
+
+def _state(seed: int = 0):
+    k = jax.random.key(seed)  # typed key: stored as raw key data
+    return {
+        "params": {"w": jax.random.normal(k, (3, 4)), "b": jnp.arange(4.0)},
+        "step": jnp.int32(7),
+        "rng": jax.random.split(k, 2),
+        "raw": jax.random.PRNGKey(seed),
+    }
+
+
+def _assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        assert x.dtype == y.dtype
+
+
+def test_round_trip_exact(tmp_path):
+    ck = Checkpointer(tmp_path, "abc", max_to_keep=2)
+    assert ck.latest() is None
+    for c in (1, 2, 3):
+        ck.save(c, _state(c))
+    assert ck.chunks() == [2, 3]  # max_to_keep
+    state, meta = ck.restore(3, _state(0))
+    _assert_same(state, _state(3))
+    assert jax.dtypes.issubdtype(state["rng"].dtype, jax.dtypes.prng_key)
+    assert meta["chunk"] == 3 and meta["config_hash"] == "abc"
+    # no pickle anywhere: metadata is JSON
+    json.loads((tmp_path / "chunk_000003" / "meta.json").read_text())
+
+
+def test_config_hash_mismatch(tmp_path):
+    Checkpointer(tmp_path, "aaa").save(1, _state())
+    with pytest.raises(CheckpointMismatchError, match="config hash aaa.*this run's config hash is bbb"):
+        Checkpointer(tmp_path, "bbb").restore(1, _state())
+
+
+def test_shape_mismatch_names_leaf(tmp_path):
+    ck = Checkpointer(tmp_path, "h")
+    ck.save(1, _state())
+    other = _state()
+    other["params"]["w"] = jnp.zeros((3, 5))
+    with pytest.raises(CheckpointMismatchError, match=r"\['params'\]\['w'\]: saved \[3, 4\]"):
+        ck.restore(1, other)
+    missing = _state()
+    missing["extra"] = jnp.zeros(2)
+    with pytest.raises(CheckpointMismatchError, match="missing from checkpoint"):
+        ck.restore(1, missing)
+
+
+def test_incomplete_and_bad_meta(tmp_path):
+    ck = Checkpointer(tmp_path, "h")
+    d = ck.save(1, _state())
+    (d / "meta.json").unlink()
+    with pytest.raises(CheckpointCorruptError, match="incomplete"):
+        ck.restore(1, _state())
+    (d / "meta.json").write_text("{not json")
+    with pytest.raises(CheckpointCorruptError, match="not valid JSON"):
+        ck.restore(1, _state())
+
+
+def _data_files(d: Path) -> list[Path]:
+    """The tensorstore/OCDBT array data files (under .../d/)."""
+    return [p for p in (d / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+
+
+def test_damaged_array_data_is_detected(tmp_path):
+    ck = Checkpointer(tmp_path, "h")
+    d = ck.save(1, _state())
+    files = _data_files(d)
+    assert files, sorted(p.relative_to(d) for p in d.rglob("*"))
+    for f in files:  # flip every byte of the array data files
+        raw = bytearray(f.read_bytes())
+        f.write_bytes(bytes(b ^ 0xFF for b in raw))
+    with pytest.raises(CheckpointCorruptError):
+        ck.restore(1, _state())
+
+
+def test_deleted_array_data_is_detected(tmp_path):
+    ck = Checkpointer(tmp_path, "h")
+    d = ck.save(1, _state())
+    for f in _data_files(d):
+        f.unlink()
+    with pytest.raises(CheckpointCorruptError, match="could not be read"):
+        ck.restore(1, _state())
