@@ -51,7 +51,8 @@ def test_round_trip_exact(tmp_path):
 
 def test_config_hash_mismatch(tmp_path):
     Checkpointer(tmp_path, "aaa").save(1, _state())
-    with pytest.raises(CheckpointMismatchError, match="config hash aaa.*this run's config hash is bbb"):
+    msg = r"config hash aaa.*this run's config hash is bbb"
+    with pytest.raises(CheckpointMismatchError, match=msg):
         Checkpointer(tmp_path, "bbb").restore(1, _state())
 
 
