@@ -83,6 +83,7 @@ class IQNConfig:
     gamma: float = 0.99
     n_step: int = 1
     lr: float = 5e-4
+    lr_final_fraction: float = 1.0  # linear decay to lr * this over all gradient steps
     adam_eps: float = 3.125e-4  # Dabney et al.: 0.01 / 32
     max_grad_norm: float = 10.0
     target_update: str = "hard"  # "hard" | "polyak"
@@ -129,6 +130,7 @@ class IQNConfig:
         check_non_negative(self, "gradient_steps", "learning_starts", "kappa")
         check_range(self, "gamma", 0.0, 1.0)
         check_range(self, "polyak_tau", 0.0, 1.0)
+        check_range(self, "lr_final_fraction", 0.0, 1.0)
         for name in ("eps_start", "eps_end", "eps_fraction", "eval_epsilon"):
             check_range(self, name, 0.0, 1.0)
         check_choice(self, "target_update", ("hard", "polyak"))
@@ -188,10 +190,10 @@ PRESETS: dict[str, IQNConfig] = {
         total_timesteps=20_000, num_envs=8, steps_per_update=4, gradient_steps=1,
         buffer_size=20_000, batch_size=64, learning_starts=1_000, gamma=0.99, n_step=3,
         lr=5e-4, target_update="hard", target_update_period=250, eps_fraction=0.3,
-        hidden=(128, 128), eval_episodes=16, eval_max_steps=400,
+        hidden=(128, 128), eval_episodes=16, eval_max_steps=500,
     ),
     "driving_full": IQNConfig(
-        total_timesteps=1_000_000, num_envs=32, steps_per_update=4, gradient_steps=4,
+        total_timesteps=1_024_000, num_envs=32, steps_per_update=4, gradient_steps=4,
         buffer_size=500_000, batch_size=256, learning_starts=10_000, gamma=0.99, n_step=3,
         lr=2.5e-4, target_update="hard", target_update_period=1_000, eps_fraction=0.2,
         hidden=(256, 256), head_hidden=256, num_tau=64, num_tau_prime=64, eval_episodes=64,
@@ -283,8 +285,11 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
     venv = VmapEnv(EpisodeStats(AutoReset(env)), cfg.num_envs)
     net = QuantileNetwork(num_actions, num_obj, obs_shape, tuple(cfg.hidden), cfg.activation,
                           cfg.num_cosines, cfg.head_hidden)
+    total_grad_steps = max(1, cfg.num_updates * cfg.gradient_steps)
+    lr = (cfg.lr if cfg.lr_final_fraction == 1.0 else
+          optax.linear_schedule(cfg.lr, cfg.lr * cfg.lr_final_fraction, total_grad_steps))
     tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                     optax.adam(cfg.lr, eps=cfg.adam_eps))
+                     optax.adam(lr, eps=cfg.adam_eps))
     replay = make_nstep_replay(cfg.buffer_size, cfg.num_envs, cfg.batch_size, cfg.n_step,
                                cfg.steps_per_update)
 
@@ -473,11 +478,14 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
         return explore(k_exp, greedy_a, subset, cfg.eval_epsilon)
 
     def evaluate(state: IQNState, key) -> dict:
-        """mo_rl.rollout.evaluate_policy: returns (E, K), lengths, finished, mean_return,
-        episode_metrics (means over finished episodes)."""
+        """Held-out episodes (mo_rl.rollout.evaluate_policy), flat for the runner:
+        episode_return (E, K), episode_length (E,), finished (E,), and every env
+        episode metric (mean over finished episodes)."""
         single = lambda obs, k: policy(state.params, jax.tree.map(lambda x: x[None], obs), k)[0]
-        return evaluate_policy(env, env_params, single, key, cfg.eval_episodes,
-                               cfg.eval_max_steps)
+        ev = evaluate_policy(env, env_params, single, key, cfg.eval_episodes,
+                             cfg.eval_max_steps)
+        return {"episode_return": ev["returns"], "episode_length": ev["lengths"],
+                "finished": ev["finished"].astype(jnp.float32), **ev["episode_metrics"]}
 
     agent = Agent(init=init, update=update, evaluate=evaluate, num_updates=cfg.num_updates)
     return agent
