@@ -73,10 +73,21 @@ class RunResult:
     info: dict[str, Any]
 
 
+def flat_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metric dicts -> {"a/b": leaf} (empty sub-dicts vanish)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flat_dict(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def eval_reduce(metrics: Mapping[str, Any], num_objectives: int) -> dict[str, np.ndarray]:
     """Per-run eval values: keep the run axis and a trailing objective axis, nanmean the rest."""
     out = {}
-    for k, v in metrics.items():
+    for k, v in flat_dict(metrics).items():
         a = np.asarray(v, dtype=np.float64)
         keep_last = a.ndim >= 2 and a.shape[-1] == num_objectives
         axes = tuple(range(1, a.ndim - 1 if keep_last else a.ndim))
@@ -260,7 +271,7 @@ def run(
 
     def finish(c: int, s: Any, m: Any) -> None:
         nonlocal steps_done
-        hm = sweep.to_host(m)
+        hm = flat_dict(sweep.to_host(m))
         stored.append(hm)
         if main:
             np.savez(metrics_dir / f"chunk_{c:06d}.npz", **hm)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The command behind every committed table under results/. One comment line per study
+# (what it shows -> where its table lives), then the command. Keep in sync with results/.
+#
+#   scripts/reproduce.sh            list the commands
+#   scripts/reproduce.sh --run      run them all (long), then rebuild every table
+#   scripts/reproduce.sh --check    fail if a committed table has no command here
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COMMANDS=(
+  # demo: PPO on PreorderedShortcut, weighted-sum vs lexicographic view -> results/demo/quick/table.md
+  "python -m experiments.demo --preset quick"
+  # driving_pr_iqn: Pr-IQN vs IQN vs ensemble-IQN on the JAX driving sim -> results/driving_pr_iqn/quick/table.md
+  "python -m experiments.driving_pr_iqn --preset quick"
+)
+TABLES=(
+  "results/demo/quick"
+  "results/driving_pr_iqn/quick"
+)
+
+case "${1:-}" in
+  --run)
+    for c in "${COMMANDS[@]}"; do echo "+ $c"; eval "$c"; done
+    python scripts/make_tables.py
+    ;;
+  --check)
+    missing=0
+    while IFS= read -r t; do
+      d=$(dirname "$t")
+      covered=0
+      for k in "${TABLES[@]}"; do [[ "$d" == "$k" || "$d" == "$k"/* ]] && covered=1; done
+      if [[ $covered == 0 ]]; then echo "no command for committed table $t"; missing=1; fi
+    done < <(git ls-files 'results/*table.md')
+    exit $missing
+    ;;
+  *)
+    awk '/^COMMANDS=\(/{on=1; next} on && /^\)/{exit} on' "$0" | sed -e 's/^  //' -e 's/^"//' -e 's/"$//'
+    ;;
+esac
