@@ -86,7 +86,7 @@ class ProgressLine:
 
             self._rich = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=24),
                 TextColumn("{task.fields[line]}"),
                 console=Console(file=self.stream),
                 transient=False,

@@ -155,6 +155,7 @@ def plot_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     tr = df[df["phase"] == "train"] if "phase" in df.columns else df
     cols = [c for c in tr.columns if c == prefix or c.startswith(prefix + "/")]
@@ -181,6 +182,7 @@ def plot_curves(
             line = ax.plot(xs[idx], m, label=label or None)[0]
             ax.fill_between(xs[idx], lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
             ax.set_title(c.split("/", 1)[-1] if "/" in c else c)
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.set_xlabel(xcol)
             ax.set_ylabel(prefix)
     if group_by:

@@ -8,6 +8,7 @@ scipy leaves as warnings (one seed, all seeds equal).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -87,7 +88,9 @@ def summarize(x: Any, confidence: float = CONFIDENCE, seed: int = 0) -> dict[str
 def welch_t(a: Any, b: Any) -> dict[str, float]:
     """Welch's unequal-variance t-test (two-sided)."""
     a, b = _clean(a), _clean(b)
-    r = sps.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # zero-variance groups (e.g. deterministic policies)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = sps.ttest_ind(a, b, equal_var=False)
     return {"statistic": float(r.statistic), "p_value": float(r.pvalue)}
 
 
