@@ -78,6 +78,7 @@ def test_categorical_policy_greedy_is_argmax():
 @pytest.mark.parametrize("field,value", [
     ("num_envs", 0), ("minibatch_size", 100), ("gamma", 1.5), ("gae_lambda", -0.1),
     ("clip_eps", 0.0), ("total_timesteps", 10), ("activation", "nope"), ("update_epochs", 2.5),
+    ("scalarization", "median"),
 ])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -113,7 +114,7 @@ def test_jit_vmap_train_shapes_cartpole():
     leaves = jax.tree.leaves(state.params)
     assert not np.allclose(leaves[0][0], leaves[0][1])
     ev = jax.jit(agent.evaluate)(jax.tree.map(lambda x: x[0], state), jax.random.key(1))
-    assert ev["returns"].shape == (cfg.eval_episodes, 1)
+    assert ev["episode_return"].shape == (cfg.eval_episodes, 1)
 
 
 @pytest.mark.timeout(120)
@@ -128,7 +129,7 @@ def test_continuous_vector_reward_normalized_obs():
     state, m = jax.jit(make_train(agent))(jax.random.key(0))
     assert m["loss"].shape == (2,) and np.all(np.isfinite(np.asarray(m["loss"])))
     ev = jax.jit(agent.evaluate)(state, jax.random.key(1))
-    assert ev["returns"].shape == (2, 1) and np.all(ev["lengths"] == 20)
+    assert ev["episode_return"].shape == (2, 1) and np.all(ev["episode_length"] == 20)
 
 
 # ---- learning (slow) -----------------------------------------------------------
@@ -147,7 +148,7 @@ def _train_and_eval(cfg, env, seeds):
 def test_ppo_solves_cartpole():
     """PureJaxRL's budget (5e5 steps): greedy evaluation at the 500-step cap."""
     _, ev = _train_and_eval(PPOConfig.cartpole(), CartPole(), seeds=4)
-    assert float(np.mean(ev["mean_return"])) >= 475.0
+    assert float(np.mean(ev["episode_return"])) >= 475.0
 
 
 @pytest.mark.slow
@@ -155,4 +156,4 @@ def test_ppo_solves_cartpole():
 def test_ppo_solves_pendulum():
     """1e6 steps, Beta policy: measured about -160 (greedy) on 2 seeds."""
     _, ev = _train_and_eval(PPOConfig.pendulum(), Pendulum(), seeds=2)
-    assert float(np.mean(ev["mean_return"])) >= -250.0
+    assert float(np.mean(ev["episode_return"])) >= -250.0
