@@ -171,12 +171,15 @@ def _per_objective(cfg: IQNConfig, name: str, k: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- presets
 PRESETS: dict[str, IQNConfig] = {
-    # CartPole-v1 (500-step cap). Learns to ~500 in 100k steps on 2 CPU cores.
+    # CartPole-v1 (500-step cap). Measured (2 seeds, greedy eval of 16 episodes):
+    # 100k steps, hard target, constant lr: 395 / 401; 120k steps, Polyak 0.01, lr
+    # decayed to 10%: 484 / 428 (training return still rising); this preset (200k):
+    # 500 / 500 (tests/agents/test_iqn.py::test_iqn_solves_cartpole, 486 s on 2 cores).
     "cartpole": IQNConfig(
-        total_timesteps=100_000, num_envs=4, steps_per_update=4, gradient_steps=2,
+        total_timesteps=200_000, num_envs=4, steps_per_update=4, gradient_steps=2,
         buffer_size=50_000, batch_size=64, learning_starts=2_000, gamma=0.99, n_step=3,
-        lr=5e-4, target_update="hard", target_update_period=250, eps_fraction=0.2,
-        eps_end=0.02, hidden=(128, 128), eval_max_steps=500,
+        lr=5e-4, lr_final_fraction=0.1, target_update="polyak", polyak_tau=0.01,
+        eps_fraction=0.15, eps_end=0.02, hidden=(128, 128), eval_max_steps=500,
     ),
     # one-step / short toy MDPs (envs.toy): small nets, fast epsilon decay
     "toy": IQNConfig(

@@ -1,4 +1,4 @@
-"""IQN / ensemble-IQN / Pr-IQN: config validation, head shapes, targets, jit(vmap), learning.
+"""IQN / ensemble-IQN / Pr-IQN: config validation, head shapes, jit(vmap), learning.
 
 Learning tests use envs.toy with parameters where the project's Quantile
 Dominance definition (shared/reference/pr_iqn.md, rho in (0.5, 1]) can see the
@@ -92,7 +92,7 @@ def _train_and_eval(variant, env_name, env_kw, seeds=3, **overrides):
     keys = jax.random.split(jax.random.PRNGKey(42), seeds)
     state, _ = jax.jit(jax.vmap(make_train(agent)))(keys)
     ev = jax.jit(jax.vmap(agent.evaluate))(state, jax.random.split(jax.random.PRNGKey(7), seeds))
-    return np.asarray(ev["returns"]).mean(axis=1)  # (seeds, K)
+    return np.asarray(ev["episode_return"]).mean(axis=1)  # (seeds, K)
 
 
 PR = dict(rho=(0.6,), dominance_eps=(0.25,))
@@ -132,7 +132,7 @@ def test_iqn_solves_cartpole():
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     state, _ = jax.jit(jax.vmap(make_train(agent)))(keys)
     ev = jax.jit(jax.vmap(agent.evaluate))(state, jax.random.split(jax.random.PRNGKey(1), 2))
-    returns = np.asarray(ev["returns"])[..., 0].mean(axis=1)
+    returns = np.asarray(ev["episode_return"])[..., 0].mean(axis=1)
     print("CartPole greedy eval return per seed:", returns)
     assert np.all(returns >= 475.0), returns
 
