@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         r = run(lambda c: make_agent(c, env), agent_cfg, range(cfg.seeds), study=STUDY,
                 run_name=f"{cfg.name}/{scal}", num_chunks=cfg.num_chunks,
                 checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
+                overwrite=not cfg.resume,
                 objectives=env.reward_spec.names, runs_root=cfg.runs_root,
                 results_root=cfg.results_root, progress=cfg.progress,
                 table_metrics=TABLE_METRICS, title=f"PPO, {scal} view")

@@ -50,7 +50,7 @@ from mo_rl.agent import Agent, run_updates
 from mo_rl.checkpoint import CheckpointCorruptError, Checkpointer, CheckpointError
 from mo_rl.config import ConfigError, config_hash, save_config
 from mo_rl.metrics_log import MetricsLogger, flatten_metrics
-from mo_rl.progress import ProgressLine, summarize_chunk, tap
+from mo_rl.progress import ProgressLine, summarize_chunk
 from mo_rl.results import code_version, write_results
 
 EVAL_FOLD = 0x7FFF_FFFF  # eval keys = fold_in(seed key, EVAL_FOLD): disjoint from training use
@@ -128,6 +128,7 @@ def run(
     results_root: str | Path | None = "results",
     progress: bool = True,
     in_loop_progress: bool = False,
+    progress_every: int | None = None,
     tensorboard: bool = False,
     wandb: Mapping[str, Any] | None = None,
     table_metrics: Sequence[str] | None = None,
@@ -138,6 +139,8 @@ def run(
     stop_after: stop (as if interrupted) after that many chunks of this call's
     run have completed in total; returns completed=False without results.
     results_root=None skips writing results/ (runs/ still holds checkpoints).
+    in_loop_progress: also report progress from inside each chunk, every
+    `progress_every` updates (default chunk/10), via jax.debug.callback.
     """
     agent = make_agent if isinstance(make_agent, Agent) else make_agent(config)
     seeds = [int(s) for s in seeds]
@@ -179,26 +182,22 @@ def run(
     place = (lambda t: sweep.put_seeds(t, mesh)) if mesh is not None else (lambda t: t)
     jit = (lambda f: jax.jit(f, out_shardings=sh)) if sh is not None else jax.jit
 
-    vupdate = jax.vmap(agent.update)
     line: ProgressLine | None = None
+
+    def _cb(steps, ret):
+        if line is not None:
+            line.update(int(np.asarray(steps).sum()), None if ret is None else np.asarray(ret))
+
+    tap_every = None
     if in_loop_progress and progress and main:
-        def _cb(steps, ret):
-            if line is not None:
-                r = None
-                if ret is not None:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        r = np.nanmean(np.asarray(ret, np.float64), axis=0)
-                line.update(int(np.asarray(steps).sum()), r)
-        vupdate = tap(vupdate, _cb)
-    vagent = Agent(init=jax.vmap(agent.init), update=vupdate, evaluate=jax.vmap(agent.evaluate),
-                   num_updates=agent.num_updates)
+        tap_every = progress_every or max(1, chunk // 10)
+        if chunk % tap_every:
+            raise ConfigError("progress_every", f"must divide the chunk of {chunk} updates "
+                              f"(got {tap_every})")
+    vagent = Agent(init=jax.vmap(agent.init), update=jax.vmap(agent.update),
+                   evaluate=jax.vmap(agent.evaluate), num_updates=agent.num_updates)
     init_fn = jit(vagent.init)
-
-    def chunk_body(s):
-        s, m = run_updates(vagent, s, chunk)  # scan over vmapped updates: metrics [C, R, ...]
-        return s, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), m)  # -> [R, C, ...]
-
+    chunk_body = make_chunk(vagent, chunk, tap_every, _cb)
     chunk_fn = jit(chunk_body)
     eval_fn = jax.jit(vagent.evaluate)
 
@@ -217,6 +216,7 @@ def run(
                 f"choose another run name."
             )
         if main:
+            print(f"[{study}/{run_name}] overwrite: deleting the previous run in {run_dir}")
             shutil.rmtree(run_dir, ignore_errors=True)
         latest = None
     if resume and latest is not None:
@@ -331,6 +331,43 @@ def run(
                                   table_metrics=table_metrics, group_by=group_by,
                                   title=title or f"{study} / {run_name}")
     return RunResult(state, train, ev, df, True, run_dir, results_dir, table, info)
+
+
+def make_chunk(
+    vagent: Agent, chunk: int, tap_every: int | None = None,
+    callback: Callable[..., None] | None = None,
+) -> Callable[[Any], tuple[Any, dict[str, jax.Array]]]:
+    """One chunk of `chunk` updates of a vmapped agent; metrics come back as [R, chunk, ...].
+
+    With `tap_every`, the chunk is a scan over blocks of `tap_every` updates and
+    after each block a jax.debug.callback reports (env_steps [R], mean episode
+    return (K,)) to the host: in-loop progress for long chunks at one host
+    callback per block instead of per update.
+    """
+
+    def plain(s):
+        s, m = run_updates(vagent, s, chunk)  # scan over vmapped updates: metrics [C, R, ...]
+        return s, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), m)  # -> [R, C, ...]
+
+    if not tap_every:
+        return plain
+
+    def block(s, _):
+        s, m = run_updates(vagent, s, tap_every)
+        ret = m.get("episode_return")
+        if ret is not None:
+            ret = jnp.nanmean(ret.reshape(-1, ret.shape[-1]) if ret.ndim > 2 else ret.reshape(-1),
+                              axis=0)
+        steps = m["env_steps"][-1] if "env_steps" in m else jnp.zeros(())
+        jax.debug.callback(callback, steps, ret)
+        return s, m
+
+    def tapped(s):
+        s, m = jax.lax.scan(block, s, None, length=chunk // tap_every)  # [B, E, R, ...]
+        m = jax.tree.map(lambda x: x.reshape((chunk,) + x.shape[2:]), m)
+        return s, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), m)
+
+    return tapped
 
 
 def _num_objectives(m: Mapping[str, Any]) -> int:

@@ -66,7 +66,8 @@ def init_distributed(
     Cloud TPU pods) when MO_RL_DISTRIBUTED=1. Otherwise it is a no-op, so
     studies can always call it first. Must run before any other JAX call.
 
-    Example (2 hosts, 8 GPUs each):
+    Tested on one machine with 2 CPU processes x 2 devices
+    (tests/mo_rl/test_sweep.py::test_multihost_two_processes). Example (2 hosts, 8 GPUs each):
         host0$ JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
                python -m experiments.demo --seeds 64
         host1$ JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 \\
@@ -79,6 +80,9 @@ def init_distributed(
         return False
     if n == 1:
         return False
+    # CPU hosts need a cross-process collectives backend (for gathering results); the
+    # option only affects the CPU client, so it is harmless on GPU/TPU hosts.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=addr, num_processes=n, process_id=pid)
     return True
 

@@ -7,9 +7,9 @@ For each seed count: AOT compile time of one runner chunk (jit(vmap) of
 `mo_rl.agent.run_updates`), then the wall time of `--repeats` chunks of
 `--updates` updates, env steps/s over all seeds, and per seed. It also
 measures the cost of the optional in-loop progress callback
-(`mo_rl.progress.tap`, a jax.debug.callback per update) against the plain
-chunk at `--tap-seeds` seeds. Uses the devices the sweep would use
-(sharded over all local devices when the seed count allows).
+(`mo_rl.runner.make_chunk(..., tap_every)`: a jax.debug.callback after every
+block of updates) against the plain chunk at `--tap-seeds` seeds. Uses the
+devices the sweep would use (sharded over all local devices when possible).
 """
 
 from __future__ import annotations
@@ -18,38 +18,26 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import mo_rl  # noqa: F401  (XLA flags first)
 from agents.ppo import PPOConfig, make_agent
 from mo_rl import sweep
-from mo_rl.agent import Agent, run_updates
-from mo_rl.progress import tap
+from mo_rl.agent import Agent
+from mo_rl.runner import make_chunk
 
 
-def build(agent: Agent, n: int, with_tap: bool = False):
+def time_chunks(agent: Agent, n: int, updates: int, repeats: int, tap_every: int | None = None):
+    """(compile s, median chunk s) for the runner's chunk program at n seeds."""
     mesh = sweep.seed_mesh(n)
     sh = sweep.seed_sharding(mesh)
-    update = jax.vmap(agent.update)
-    if with_tap:
-        calls = []
-        update = tap(update, lambda steps, ret: calls.append(1))
-    vagent = agent._replace(init=jax.vmap(agent.init), update=update)
-    keys = sweep.put_seeds(sweep.seed_keys(range(n)), mesh)
-    state = jax.jit(vagent.init, out_shardings=sh)(keys)
-
-    def chunk(s, num):
-        s, m = run_updates(vagent, s, num)
-        return s, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), m)
-
-    return state, chunk, sh
-
-
-def time_chunks(agent: Agent, n: int, updates: int, repeats: int, with_tap: bool = False):
-    state, chunk, sh = build(agent, n, with_tap)
+    vagent = agent._replace(init=jax.vmap(agent.init), update=jax.vmap(agent.update))
+    state = jax.jit(vagent.init, out_shardings=sh)(sweep.put_seeds(sweep.seed_keys(range(n)),
+                                                                     mesh))
+    calls = []
+    chunk = make_chunk(vagent, updates, tap_every, lambda steps, ret: calls.append(steps))
     t0 = time.perf_counter()
-    compiled = jax.jit(lambda s: chunk(s, updates), out_shardings=sh).lower(state).compile()
+    compiled = jax.jit(chunk, out_shardings=sh).lower(state).compile()
     compile_s = time.perf_counter() - t0
     state, m = compiled(state)  # warm-up (first call allocates)
     jax.block_until_ready(m)
@@ -97,13 +85,14 @@ def main() -> None:
         print(row, flush=True)
     n = args.tap_seeds
     _, plain = time_chunks(agent, n, args.updates, args.repeats)
-    _, tapped = time_chunks(agent, n, args.updates, args.repeats, with_tap=True)
-    tail = [
-        "",
-        f"In-loop progress callback (jax.debug.callback every update, {n} seeds): "
-        f"{plain:.3f} s -> {tapped:.3f} s per chunk ({100 * (tapped / plain - 1):+.1f}%). "
-        "The runner's default progress (between chunks, on the host) adds no work to the chunk.",
-    ]
+    tail = ["", f"In-loop progress (runner `in_loop_progress`, a jax.debug.callback after every "
+            f"block of updates), {n} seeds, chunk of {args.updates} updates: plain {plain:.3f} s"]
+    for every in (1, args.updates // 2, args.updates):
+        _, tapped = time_chunks(agent, n, args.updates, args.repeats, tap_every=every)
+        tail.append(f"- callback every {every} update(s): {tapped:.3f} s per chunk "
+                    f"({100 * (tapped / plain - 1):+.1f}%)")
+    tail.append("The runner's default progress (between chunks, on the host, overlapped with the "
+                "next chunk) adds no work to the compiled chunk.")
     lines += tail
     print("\n".join(tail))
     if args.out:

@@ -121,6 +121,7 @@ def test_grid_run_groups_table(tmp_path):
 
 def test_in_loop_progress_matches(tmp_path, capsys):
     a = _run(tmp_path, "p0", results_root=None)
-    b = _run(tmp_path, "p1", results_root=None, progress=True, in_loop_progress=True)
+    b = _run(tmp_path, "p1", results_root=None, progress=True, in_loop_progress=True,
+             progress_every=2)
     _assert_same(a, b)
     assert "steps/s" in capsys.readouterr().err

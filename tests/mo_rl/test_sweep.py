@@ -118,3 +118,56 @@ def test_sharded_sweep_equals_single_device(tmp_path):
     p = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert "SHARDED_OK" in p.stdout, p.stdout[-3000:] + p.stderr[-5000:]
+
+
+MULTIHOST = textwrap.dedent(
+    """
+    import os, sys
+    pid, port, tmp = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                      JAX_PROCESS_ID=str(pid))
+    import mo_rl
+    from mo_rl import sweep
+    assert sweep.init_distributed()
+    import jax, numpy as np
+    assert jax.process_count() == 2 and len(jax.devices()) == 4
+    from mo_rl.runner import run
+    from tests.mo_rl.toy_agent import ToyConfig, make_agent
+    r = run(make_agent, ToyConfig(num_updates=12), range(8), study="mh", run_name="x",
+            num_chunks=3, objectives=["x", "y"], progress=False, runs_root=tmp + "/runs",
+            results_root=tmp + "/results")
+    np.savez(f"{tmp}/p{pid}.npz", **r.train, **{"eval/" + k: v for k, v in r.eval.items()})
+    print("MH_OK", pid)
+    """
+)
+
+
+def test_multihost_two_processes(tmp_path):
+    """jax.distributed with 2 CPU processes x 2 devices: each host runs its share of the
+    8 seeds; both end with all seeds, equal to a single-device run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
+    procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST, str(i), port, str(tmp_path)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for i, (out, err) in enumerate(outs):
+        assert f"MH_OK {i}" in out, out[-2000:] + err[-4000:]
+    from mo_rl.runner import run
+
+    ref = run(make_agent, ToyConfig(num_updates=12), range(8), study="ref", num_chunks=3,
+              objectives=["x", "y"], progress=False, mesh=None, runs_root=tmp_path / "ref",
+              results_root=None)
+    for i in range(2):
+        with np.load(tmp_path / f"p{i}.npz") as z:
+            for k, v in ref.train.items():
+                np.testing.assert_array_equal(z[k], v)
+            for k, v in ref.eval.items():
+                np.testing.assert_array_equal(z["eval/" + k], v)
+    # only process 0 writes results
+    assert (tmp_path / "results" / "mh" / "x" / "table.md").is_file()
