@@ -16,6 +16,10 @@ from mo_rl.checkpoint import (
     CheckpointMismatchError,
 )
 
+# orbax's background event loop can report "Event loop is closed" at garbage collection
+# after a test has finished; it does not affect the saved data.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def _state(seed: int = 0):
     k = jax.random.key(seed)  # typed key: stored as raw key data
