@@ -1,0 +1,267 @@
+"""CaRL's mini-batch study on the pure-JAX driving simulator: CaRL reward vs Roach reward.
+
+    python -m experiments.carl_minibatch --preset tiny      # smoke test (~1-2 min, 2 CPU cores)
+    python -m experiments.carl_minibatch --preset quick     # 2 rewards x 5 mini-batches x 3 seeds
+    python -m experiments.carl_minibatch --preset full      # one GPU
+
+CaRL (shared/reference/carl.md) reports that PPO with a summed, shaped reward
+(Roach style) stops improving when the mini-batch grows, while the simple
+route-completion reward keeps working. Here PPO (agents.ppo, Beta policy
+over steer / acceleration, CaRL's PPO settings at a smaller scale) trains on
+envs.driving with reward="carl" and with reward="roach", at a FIXED rollout
+batch (num_envs x num_steps) while the mini-batch size sweeps; the number of
+gradient steps per update falls as the mini-batch grows, as in CaRL. Every
+(reward, mini-batch) pair trains the same seeds (vmapped, chunked and
+checkpointed by mo_rl.runner), then runs held-out evaluation episodes with
+the Beta-mean policy.
+
+Writes results/carl_minibatch/<name>/:
+  table.md / table.csv   driving score, route completion, infraction score,
+                         success / collision / off-road / red-light rates:
+                         mean and 95% bootstrap CI over seeds per (reward, mini-batch)
+  metrics.csv            every run's training and evaluation rows
+  minibatch.png          evaluation metrics vs mini-batch size, one line per reward
+  curves.png             training driving score / route completion per run
+  command.txt, study.json (config), timings.json, and one runner dir per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+import mo_rl  # noqa: F401  (XLA flags before JAX runs anything)
+from agents.ppo import PPOConfig, make_agent
+from mo_rl import stats
+from mo_rl.config import check, check_positive, cli, save_config
+from mo_rl.results import code_version, device_info
+from mo_rl.runner import run
+
+STUDY = "carl_minibatch"
+REWARDS = ("carl", "roach")
+TABLE_METRICS = ("driving_score", "route_completion", "infraction_score", "success",
+                 "collision", "off_road", "red_light")
+PCT = {"success", "collision", "off_road"}
+
+
+@dataclass(frozen=True)
+class CarlMinibatchConfig:
+    """PPO config (its minibatch_size is replaced by each sweep value) and the sweep."""
+
+    agent: PPOConfig
+    name: str = "quick"  # results/carl_minibatch/<name>/
+    rewards: tuple[str, ...] = REWARDS
+    minibatch_sizes: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
+    seeds: int = 3
+    env_preset: str = "quick"  # envs.driving preset
+    num_vehicles: int = 8
+    max_vehicles: int = 8
+    obs_type: str = "vector"  # "bev" for the raster (CNN torso); expensive on CPU
+    num_chunks: int = 4
+    results_root: str = "results"
+    runs_root: str = "runs"
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive(self, "seeds", "num_chunks", "num_vehicles", "max_vehicles")
+        check(self, "rewards", len(self.rewards) > 0 and set(self.rewards) <= set(REWARDS),
+              f"must be a non-empty subset of {REWARDS}")
+        check(self, "obs_type", self.obs_type in ("vector", "bev"), "must be 'vector' or 'bev'")
+        bs = self.agent.batch_size
+        check(self, "minibatch_sizes", len(self.minibatch_sizes) > 0 and all(
+            m > 0 and bs % m == 0 for m in self.minibatch_sizes),
+            f"each must divide the rollout batch agent.num_envs * agent.num_steps = {bs}")
+        check(self, "num_chunks", self.agent.num_updates % self.num_chunks == 0,
+              f"must divide the agent's num_updates={self.agent.num_updates}")
+
+
+def _ppo(**kw) -> PPOConfig:
+    """CaRL's PPO settings (PPOConfig.carl) at CPU scale: small MLP on vector obs."""
+    # eval_max_steps >= the env's step limit, so every evaluation episode finishes
+    base = dict(hidden=(128, 128), activation="relu", shared_torso=False, normalize_obs=True,
+                eval_episodes=16, eval_max_steps=500)
+    return PPOConfig.carl(**{**base, **kw})
+
+
+PRESETS: dict[str, CarlMinibatchConfig] = {
+    "tiny": CarlMinibatchConfig(
+        agent=_ppo(num_envs=8, num_steps=32, minibatch_size=64, total_timesteps=2 * 256,
+                   hidden=(32, 32), eval_episodes=2),
+        name="tiny", minibatch_sizes=(64, 256), seeds=2, num_chunks=2,
+        results_root="runs/results_tiny"),
+    # total batch 4096 = 32 envs x 128 steps; mini-batch 256 .. 4096 (16 .. 1 steps per epoch)
+    "quick": CarlMinibatchConfig(
+        agent=_ppo(num_envs=32, num_steps=128, minibatch_size=256, total_timesteps=4096 * 60),
+        name="quick"),
+    # CaRL's rollout (128 envs x 512 steps = 65,536) and mini-batches 2k .. 64k, one GPU
+    "full": CarlMinibatchConfig(
+        agent=_ppo(num_envs=128, num_steps=512, minibatch_size=16384, hidden=(256, 256),
+                   total_timesteps=65536 * 300, eval_episodes=64, eval_max_steps=1000),
+        name="full", minibatch_sizes=(2048, 4096, 8192, 16384, 32768, 65536), seeds=5,
+        env_preset="procedural", num_vehicles=16, max_vehicles=16, num_chunks=10),
+}
+
+
+def make_env(cfg: CarlMinibatchConfig, reward: str):
+    from envs.driving import make_driving
+
+    return make_driving(cfg.env_preset, reward=reward, action_type="continuous",
+                        obs_type=cfg.obs_type, max_vehicles=cfg.max_vehicles,
+                        num_vehicles=cfg.num_vehicles)
+
+
+def summary_table(ev: pd.DataFrame) -> pd.DataFrame:
+    """Rows (reward, minibatch_size, metric): mean, 95% bootstrap CI, IQM, n over seeds."""
+    rows = []
+    for (reward, mb), g in ev.groupby(["reward", "minibatch_size"], sort=False):
+        for m in TABLE_METRICS:
+            rows.append({"reward": reward, "minibatch_size": int(mb), "metric": m,
+                         **stats.summarize(g[m].to_numpy(np.float64))})
+    return pd.DataFrame(rows)
+
+
+def _cell(table: pd.DataFrame, reward: str, mb: int, m: str) -> str:
+    r = table[(table.reward == reward) & (table.minibatch_size == mb) & (table.metric == m)]
+    if r.empty or not np.isfinite(r.iloc[0]["mean"]):
+        return "-"
+    r = r.iloc[0]
+    s = 100.0 if m in PCT else 1.0
+    lo, hi = r["ci_low"] * s, r["ci_high"] * s
+    ci = f" [{lo:.1f}, {hi:.1f}]" if np.isfinite(lo) else ""
+    return f"{r['mean'] * s:.1f}{ci}"
+
+
+def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
+    head = ["reward", "mini-batch", "SGD steps / epoch", "driving score", "route completion (%)",
+            "infraction score", "success (%)", "collision (%)", "off-road (%)", "red lights / ep"]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for reward in cfg.rewards:
+        for mb in cfg.minibatch_sizes:
+            cells = [reward, str(mb), str(cfg.agent.batch_size // mb)]
+            cells += [_cell(table, reward, mb, m) for m in TABLE_METRICS]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Mean over {cfg.seeds} seeds of each seed's {cfg.agent.eval_episodes} "
+              "held-out evaluation episodes (Beta-mean policy); [95% bootstrap CI over seeds] "
+              "(mo_rl.stats; '-' where undefined). Driving score = route completion x "
+              "infraction score (CARLA leaderboard penalties); rates = fraction of episodes "
+              "with >= 1 such event. Rollout batch fixed at "
+              f"{cfg.agent.num_envs} envs x {cfg.agent.num_steps} steps = "
+              f"{cfg.agent.batch_size}; {cfg.agent.update_epochs} epochs; "
+              f"{cfg.agent.total_timesteps} env steps per seed."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(table: pd.DataFrame, cfg: CarlMinibatchConfig, path: Path) -> None:
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ("driving_score", "route_completion", "collision", "off_road")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, m in zip(axes, panels, strict=True):
+        for reward in cfg.rewards:
+            t = table[(table.reward == reward) & (table.metric == m)].sort_values(
+                "minibatch_size")
+            s = 100.0 if m in PCT else 1.0
+            mean = t["mean"].to_numpy() * s
+            lo = np.nan_to_num(mean - t["ci_low"].to_numpy() * s, nan=0.0)
+            hi = np.nan_to_num(t["ci_high"].to_numpy() * s - mean, nan=0.0)
+            ax.errorbar(t["minibatch_size"], mean, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)],
+                        marker="o", capsize=3, label=f"{reward} reward")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("mini-batch size")
+        ax.set_title(m + (" (%)" if m in PCT or m == "route_completion" else ""))
+    axes[0].legend()
+    fig.suptitle(f"PPO on envs.driving ({cfg.env_preset}): metrics vs mini-batch size "
+                 f"(batch {cfg.agent.batch_size}, {cfg.seeds} seeds, 95% CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(train: pd.DataFrame, cfg: CarlMinibatchConfig, path: Path) -> None:
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [c for c in ("train/driving_score", "train/route_completion") if c in train.columns]
+    fig, axes = plt.subplots(len(cfg.rewards), max(1, len(panels)),
+                             figsize=(6 * max(1, len(panels)), 3.5 * len(cfg.rewards)),
+                             squeeze=False)
+    for i, reward in enumerate(cfg.rewards):
+        for j, col in enumerate(panels):
+            ax = axes[i, j]
+            for mb in cfg.minibatch_sizes:
+                d = train[(train.reward == reward) & (train.minibatch_size == mb)]
+                wide = d.pivot_table(index="env_steps", columns="seed", values=col,
+                                     dropna=False)
+                if wide.empty:
+                    continue
+                sm = wide.rolling(max(1, len(wide) // 20), min_periods=1).mean().mean(axis=1)
+                ax.plot(sm.index, sm.values, label=f"mb {mb}")
+            ax.set_title(f"{reward} reward: {col}")
+            ax.set_xlabel("env steps per seed")
+        axes[i, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
+    out = Path(cfg.results_root) / STUDY / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    frames, timings = [], {}
+    t_all = time.perf_counter()
+    for reward in cfg.rewards:
+        env, params = make_env(cfg, reward)
+        for mb in cfg.minibatch_sizes:
+            acfg = dataclasses.replace(cfg.agent, minibatch_size=mb)
+            label = f"{reward}_mb{mb}"
+            print(f"[{label}] {env.name}: {cfg.seeds} seeds x {acfg.total_timesteps} steps, "
+                  f"{acfg.num_minibatches} x {mb} per epoch", flush=True)
+            t0 = time.perf_counter()
+            res = run(lambda c, env=env, params=params: make_agent(c, env, params), acfg,
+                      seeds=range(cfg.seeds), study=STUDY, run_name=f"{cfg.name}/{label}",
+                      num_chunks=cfg.num_chunks, resume=cfg.resume, overwrite=not cfg.resume,
+                      objectives=env.reward_spec.names, runs_root=cfg.runs_root,
+                      results_root=cfg.results_root, progress=cfg.progress,
+                      table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {label}")
+            timings[label] = {"wall_s": round(time.perf_counter() - t0, 1), **{
+                k: res.info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
+            frames.append(res.metrics.assign(reward=reward, minibatch_size=mb))
+    df = pd.concat(frames, ignore_index=True)
+    df = df[["reward", "minibatch_size"] + [c for c in df.columns
+                                             if c not in ("reward", "minibatch_size")]]
+    df.to_csv(out / "metrics.csv", index=False)
+    ev = df[df.phase == "eval"]
+    table = summary_table(ev)
+    table.to_csv(out / "table.csv", index=False)
+    title = (f"CaRL vs Roach reward across mini-batch sizes: PPO on envs.driving "
+             f"({cfg.env_preset}, {cfg.obs_type} obs, continuous Beta policy)")
+    md = markdown(table, cfg, title)
+    (out / "table.md").write_text(md)
+    plot_sweep(table, cfg, out / "minibatch.png")
+    plot_curves(df[df.phase == "train"], cfg, out / "curves.png")
+    command = "python -m experiments.carl_minibatch " + " ".join(shlex.quote(a) for a in argv)
+    (out / "command.txt").write_text(command + "\n")
+    save_config(cfg, out / "study.json")
+    (out / "timings.json").write_text(json.dumps(
+        {"total_s": round(time.perf_counter() - t_all, 1), "runs": timings,
+         "device": device_info(), "code_version": code_version()}, indent=2, default=str) + "\n")
+    print(md)
+    print(f"wrote {out}")
+    return table
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main(cli(CarlMinibatchConfig, PRESETS, default_preset="quick", args=args,
+             description=__doc__), args)
