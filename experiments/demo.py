@@ -1,6 +1,6 @@
 """Demo study: PPO on a preordered two-objective task, weighted sum vs lexicographic.
 
-    python -m experiments.demo --preset quick            # ~1-2 min on 2 CPU cores
+    python -m experiments.demo --preset quick            # ~30 s on 2 CPU cores (8 seeds)
     python -m experiments.demo --preset quick --seeds 16 --agent.lr 1e-3
     python -m experiments.demo --preset quick --resume   # continue an interrupted run
 
