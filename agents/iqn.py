@@ -190,7 +190,7 @@ PRESETS: dict[str, IQNConfig] = {
     ),
     # driving simulator (envs.driving): a quick CPU check and a GPU-sized run
     "driving_quick": IQNConfig(
-        total_timesteps=20_000, num_envs=8, steps_per_update=4, gradient_steps=1,
+        total_timesteps=40_000, num_envs=8, steps_per_update=4, gradient_steps=1,
         buffer_size=20_000, batch_size=64, learning_starts=1_000, gamma=0.99, n_step=3,
         lr=5e-4, target_update="hard", target_update_period=250, eps_fraction=0.3,
         hidden=(128, 128), eval_episodes=16, eval_max_steps=500,
