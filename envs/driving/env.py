@@ -73,7 +73,6 @@ class DrivingParams(NamedTuple):
     blocked_s: Any = 90.0
     deviation_m: Any = 6.0
     speed_tol: Any = 0.0
-    spawn_radius: Any = 150.0
     max_steer: Any = 0.6
     max_accel: Any = 3.0
     max_brake: Any = 8.0
@@ -188,14 +187,16 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         route = jnp.asarray(route, jnp.int32)
         xy0 = rb.xy[route, 0]
         yaw0 = rb.yaw[route, 0]
+        # traffic: n distinct slots among the route's C spawn slots, by a random offset and
+        # a jittered stride (O(n), unlike a weighted choice without replacement)
         n = self.max_vehicles
-        sp = m.spawn_pts
-        d = jnp.linalg.norm(m.pt_xy[sp] - xy0, axis=-1)
-        ok = (d > 20.0) & (d < params.spawn_radius)
-        w = jnp.where(ok, 1.0, 1e-6)
-        idx = jax.random.choice(k_spawn, sp.shape[0], (n,), replace=False, p=w / w.sum())
-        veh_pt = sp[idx]
-        active = ok[idx] & (jnp.arange(n) < params.num_vehicles)
+        c = rb.spawn.shape[1]
+        stride = max(c // n, 1)
+        k_off, k_jit = jax.random.split(k_spawn)
+        idx = (jax.random.randint(k_off, (), 0, c) + jnp.arange(n) * stride
+               + jax.random.randint(k_jit, (n,), 0, stride)) % c
+        veh_pt = rb.spawn[route, idx]
+        active = rb.spawn_ok[route, idx] & (jnp.arange(n) < params.num_vehicles)
         f = jnp.zeros((), jnp.float32)
         ng = m.light_nphase.shape[0]
         state = DrivingState(
@@ -267,7 +268,17 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         rc = jnp.where(complete, 100.0, 100.0 * rb.cum[r, prog] / rb.length[r])
 
         # infractions
-        collide = jnp.any(sim.obb_overlap(ego_xy, yaw, veh_xy, veh_yaw) & state.veh_active)
+        # vehicles in the ego frame: offset, relative heading, relative velocity
+        ego_dir = jnp.stack([jnp.cos(yaw), jnp.sin(yaw)])
+        veh_dir = jnp.stack([jnp.cos(veh_yaw), jnp.sin(veh_yaw)], -1)
+        rel = sim.to_frame(veh_xy - ego_xy, yaw)
+        rc_, rs_ = veh_dir @ ego_dir, veh_dir[:, 1] * ego_dir[0] - veh_dir[:, 0] * ego_dir[1]
+        rel_vel = veh_v[:, None] * jnp.stack([rc_, rs_], -1) - jnp.stack([v, 0.0])
+        # collision now and time-to-collision (constant velocities at 0.1 .. 0.9 s)
+        ts = jnp.array([0.0, 0.1, 0.3, 0.5, 0.7, 0.9])[:, None, None]
+        hits = sim.overlap_ego_frame(rel + ts * rel_vel, rc_, rs_) & state.veh_active
+        collide = jnp.any(hits[0])
+        ttc = (v >= 0.1) & jnp.any(hits[1:])
         off_road = ~on_road
         stop_i = rb.next_stop[r, jnp.minimum(state.prog + 1, rb.next_stop.shape[1] - 1)]
         light_id = rb.stop_light[r, stop_i]
@@ -288,13 +299,6 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         route_yaw = rb.yaw[r, prog]
         lat_route = sim.to_frame(ego_xy - rb.xy[r, prog], route_yaw)[1]
         yaw_err = jnp.mod(yaw - route_yaw + jnp.pi, 2 * jnp.pi) - jnp.pi
-
-        # time-to-collision (constant velocity boxes at 0.1 .. 0.9 s)
-        ts = jnp.array([0.1, 0.3, 0.5, 0.7, 0.9])[:, None, None]
-        e_fut = ego_xy + ts[:, 0] * v * jnp.stack([jnp.cos(yaw), jnp.sin(yaw)])
-        v_fut = veh_xy + ts * veh_v[:, None] * jnp.stack([jnp.cos(veh_yaw), jnp.sin(veh_yaw)], -1)
-        ttc = (v >= 0.1) & jnp.any(
-            sim.obb_overlap(e_fut[:, None, :], yaw, v_fut, veh_yaw) & state.veh_active)
 
         # comfort (nuPlan limits, this step)
         lat_acc = v * yaw_rate
@@ -324,7 +328,8 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         carl = (rc - rc_old) * factor - p.carl_hint * (collide | red_run)
 
         hazard_v = hazard_speed(state._replace(x=x, y=y, yaw=yaw, v=v, prog=prog, t=t,
-                                               veh_pt=veh_pt, veh_u=veh_u, veh_v=veh_v), p)
+                                               veh_pt=veh_pt, veh_u=veh_u, veh_v=veh_v), p,
+                                lights=lights, veh_xy=veh_xy)
         v_des = jnp.minimum(jnp.minimum(limit, p.roach_vmax), hazard_v)
         roach_fail = collide | off_road | deviate | blocked | red_run
         roach = (1.0 - jnp.abs(v - v_des) / 6.0 - jnp.abs(lat_route) / 2.0 - jnp.abs(yaw_err)
@@ -414,12 +419,14 @@ def pursuit(state: DrivingState, params: DrivingParams, offset: jax.Array,
     return jnp.stack([jnp.clip(steer / params.max_steer, -1, 1), jnp.clip(accel_cmd, -1, 1)])
 
 
-def hazard_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5) -> jax.Array:
+def hazard_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5,
+                 lights: jax.Array | None = None, veh_xy: jax.Array | None = None) -> jax.Array:
     """Highest speed that still stops before a red/yellow stop line or a vehicle ahead."""
     m, rb = params.map, params.routes
     r = state.route
-    lights = sim.light_states(m, state.t * params.dt, state.light_offset, params.green_s,
-                              params.yellow_s, params.allred_s)
+    if lights is None:
+        lights = sim.light_states(m, state.t * params.dt, state.light_offset, params.green_s,
+                                  params.yellow_s, params.allred_s)
     stop_i = rb.next_stop[r, state.prog]
     light_id = rb.stop_light[r, stop_i]
     d_stop = rb.cum[r, stop_i] - rb.cum[r, state.prog] - 3.5  # stop 3.5 m before the line
@@ -430,7 +437,7 @@ def hazard_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5)
     must = (light_id >= 0) & ((ls == sim.RED) | stop_yellow)
     v_light = jnp.where(must & (stop_i > state.prog),
                         jnp.sqrt(2 * decel * jnp.maximum(d_stop, 0.0)), jnp.inf)
-    xy, _yaw = sim.veh_pose(m, state.veh_pt, state.veh_u)
+    xy = sim.veh_pose(m, state.veh_pt, state.veh_u)[0] if veh_xy is None else veh_xy
     rel = sim.to_frame(xy - jnp.stack([state.x, state.y]), state.yaw)
     ahead = (rel[:, 0] > 0) & (jnp.abs(rel[:, 1]) < 2.2) & state.veh_active
     gap = jnp.min(jnp.where(ahead, rel[:, 0] - sim.VEH_LEN - 3.0, jnp.inf))

@@ -10,6 +10,8 @@ Per route point the bank also stores the stop line ahead: `stop_light[i]` is
 the light id if point i is the first point of a light-controlled junction
 connector (i.e. the stop line), and `next_stop[i]` the index of the first
 stop line at or after i (R - 1 with light -1 when none is left).
+Per route it keeps the C map spawn slots nearest to the route (so traffic
+meets the ego along its way), excluding slots within 20 m of its start.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class RouteBank(NamedTuple):
     num: jnp.ndarray  # (NR,) int valid points
     stop_light: jnp.ndarray  # (NR, R) int, -1 if not a stop line
     next_stop: jnp.ndarray  # (NR, R) int index of the next stop line
+    spawn: jnp.ndarray  # (NR, C) int map points where traffic spawns for this route
+    spawn_ok: jnp.ndarray  # (NR, C) bool: the spawn point is > 20 m from the route start
 
     @property
     def num_routes(self) -> int:
@@ -138,7 +142,8 @@ def random_routes(m: MapArrays, net: RoadNetwork, num: int, length: float,
     return out
 
 
-def route_bank(m: MapArrays, routes: list[np.ndarray], max_len: int | None = None) -> RouteBank:
+def route_bank(m: MapArrays, routes: list[np.ndarray], max_len: int | None = None,
+               num_spawn: int = 64) -> RouteBank:
     """Pad the routes (map point indices) to one length and precompute their geometry."""
     a = _np(m)
     lane_start, pt_lane, lane_light = a["lane_start"], a["pt_lane"], a["lane_light"]
@@ -152,6 +157,10 @@ def route_bank(m: MapArrays, routes: list[np.ndarray], max_len: int | None = Non
     nxt = np.full((nr, r), r - 1, np.int32)
     length = np.zeros(nr, np.float32)
     num = np.zeros(nr, np.int32)
+    sp = a["spawn_pts"]
+    c = min(num_spawn, len(sp))
+    spawn = np.zeros((nr, c), np.int32)
+    spawn_ok = np.zeros((nr, c), bool)
     for i, route in enumerate(routes):
         route = np.asarray(route)[:r]
         n = len(route)
@@ -168,12 +177,18 @@ def route_bank(m: MapArrays, routes: list[np.ndarray], max_len: int | None = Non
         is_stop[0] = False  # starting inside a connector is not crossing its stop line
         is_stop[n:] = False
         stop[i] = np.where(is_stop, lane_light[lane], -1)
+        sxy = a["pt_xy"][sp]
+        d_route = np.linalg.norm(sxy[:, None] - xy[i, :n:10][None], axis=-1).min(1)
+        d_start = np.linalg.norm(sxy - xy[i, 0], axis=-1)
+        order = np.argsort(np.where(d_start > 20.0, d_route, np.inf), kind="stable")[:c]
+        spawn[i], spawn_ok[i] = sp[order], d_start[order] > 20.0
         following = r - 1
         for j in range(r - 1, -1, -1):
             if is_stop[j]:
                 following = j
             nxt[i, j] = following
-    return RouteBank(*(jnp.asarray(v) for v in (xy, yaw, cum, pt, length, num, stop, nxt)))
+    return RouteBank(*(jnp.asarray(v) for v in (xy, yaw, cum, pt, length, num, stop, nxt, spawn,
+                                                 spawn_ok)))
 
 
 def carla_route_bank(m: MapArrays, net: RoadNetwork, route_file: str,

@@ -73,6 +73,25 @@ def obb_overlap(c1, yaw1, c2, yaw2, length=VEH_LEN, width=VEH_WID) -> jax.Array:
     return ~(sep(a1b) | sep(n1b) | sep(a2b) | sep(n2b))
 
 
+def overlap_ego_frame(d: jax.Array, c: jax.Array, s: jax.Array, length=VEH_LEN,
+                      width=VEH_WID) -> jax.Array:
+    """Separating-axis test of the ego box (origin, heading 0) against boxes at offsets
+    `d` (..., 2) with relative heading (cos, sin) = (c, s), all in the ego frame.
+
+    Same result as obb_overlap; the projection radii do not depend on the
+    offset, so checking many future offsets costs ~20 flops each.
+    """
+    hl, hw = 0.5 * length, 0.5 * width
+    ac, as_ = jnp.abs(c), jnp.abs(s)
+    r_x = hl + hl * ac + hw * as_
+    r_y = hw + hl * as_ + hw * ac
+    r_a = hl + hl * ac + hw * as_
+    r_n = hw + hl * as_ + hw * ac
+    dx, dy = d[..., 0], d[..., 1]
+    return ((jnp.abs(dx) <= r_x) & (jnp.abs(dy) <= r_y) & (jnp.abs(dx * c + dy * s) <= r_a)
+            & (jnp.abs(dy * c - dx * s) <= r_n))
+
+
 def grid_lookup(m: MapArrays, xy: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(nearest lane point, drivable) of positions (..., 2) from the map rasters."""
     ij = jnp.floor((xy - m.grid_origin) / m.grid_res).astype(jnp.int32)
@@ -131,48 +150,55 @@ def advance(m: MapArrays, pt, u, turn, dist, new_turn, substeps: int = 3):
 
 def idm_accel(v, v0, gap, dv, a_max, b, s0, headway):
     """Intelligent Driver Model acceleration (Treiber et al. 2000)."""
-    s_star = s0 + jnp.maximum(0.0, v * headway + v * dv / (2.0 * jnp.sqrt(a_max * b)))
+    root = jnp.sqrt(jnp.maximum(a_max * b, 1e-3))
+    s_star = s0 + jnp.maximum(0.0, v * headway + v * dv / (2.0 * root))
     free = 1.0 - (v / jnp.maximum(v0, 0.1)) ** 4
     return a_max * (free - (s_star / jnp.maximum(gap, 0.1)) ** 2)
 
 
 def traffic_step(m: MapArrays, key, pt, u, v, turn, v_factor, active, ego_xy, ego_yaw, ego_v,
                  ego_pt, lights, p) -> tuple[jax.Array, ...]:
-    """One 0.1 s step of all background vehicles. Returns (pt, u, v, turn, accel)."""
+    """One 0.1 s step of all background vehicles. Returns (pt, u, v, turn, accel).
+
+    Vehicle-vehicle interactions are index comparisons on the lane graph
+    (N x N, no trigonometry); only the ego column also gets the geometric test.
+    """
     n = pt.shape[0]
-    xy, yaw = veh_pose(m, pt, u)
+    yaw = m.pt_yaw[pt]
+    cs = jnp.stack(rot(yaw), -1)  # (N, 2) headings
+    xy = m.pt_xy[pt] + u[:, None] * cs
     lane = m.pt_lane[pt]
     nl = next_lane(m, lane, turn)
+    lane_len = m.pt_to_end[m.lane_start[lane]]
     to_end = m.pt_to_end[pt] - u
-    s_here = m.pt_to_end[m.lane_start[lane]] - to_end  # distance from my lane start
+    s_here = lane_len - to_end
+    entering = nl != lane
 
-    # candidates: all background vehicles + the ego (index n)
-    o_xy = jnp.concatenate([xy, ego_xy[None]], 0)
-    o_yaw = jnp.concatenate([yaw, ego_yaw[None]])
-    o_v = jnp.concatenate([v, ego_v[None]])
-    o_pt = jnp.concatenate([pt, ego_pt[None]])
-    o_u = jnp.concatenate([u, jnp.zeros(1)])
-    o_act = jnp.concatenate([active, jnp.ones(1, bool)])
-    o_lane = m.pt_lane[o_pt]
-    o_s = m.pt_to_end[m.lane_start[o_lane]] - m.pt_to_end[o_pt] + o_u
-    not_self = ~jnp.eye(n, n + 1, dtype=bool)
-    valid = o_act[None, :] & not_self
-    # exact along-lane gaps (centre to centre)
-    same = (o_lane[None, :] == lane[:, None]) & (o_s[None, :] > s_here[:, None])
-    gap_same = jnp.where(same, o_s[None, :] - s_here[:, None], jnp.inf)
-    on_next = (o_lane[None, :] == nl[:, None]) & (nl != lane)[:, None]
-    gap_next = jnp.where(on_next, to_end[:, None] + o_s[None, :], jnp.inf)
-    # geometric corridor fallback
-    rel = to_frame(o_xy[None, :, :] - xy[:, None, :], yaw[:, None])
-    cosd = jnp.cos(o_yaw[None, :] - yaw[:, None])
-    is_ego = jnp.arange(n + 1) == n
-    corridor = (rel[..., 0] > 0.0) & (jnp.abs(rel[..., 1]) < 1.8) & (
-        cosd > jnp.where(is_ego, -0.5, 0.5)[None, :])
-    gap_geo = jnp.where(corridor, rel[..., 0], jnp.inf)
-    gap_c = jnp.where(valid, jnp.minimum(jnp.minimum(gap_same, gap_next), gap_geo), jnp.inf)
-    lead = jnp.argmin(gap_c, axis=1)
-    gap = jnp.take_along_axis(gap_c, lead[:, None], 1)[:, 0] - VEH_LEN
-    lead_v = o_v[lead] * jnp.take_along_axis(cosd, lead[:, None], 1)[:, 0]
+    # background leaders: exact along-lane gaps (centre to centre) on this or the next lane
+    valid = active[None, :] & ~jnp.eye(n, dtype=bool)
+    same = (lane[None, :] == lane[:, None]) & (s_here[None, :] > s_here[:, None])
+    nxt = (lane[None, :] == nl[:, None]) & entering[:, None]
+    gap_bb = jnp.where(same, s_here[None, :] - s_here[:, None],
+                       jnp.where(nxt, to_end[:, None] + s_here[None, :], jnp.inf))
+    gap_bb = jnp.where(valid, gap_bb, jnp.inf)
+    lead = jnp.argmin(gap_bb, axis=1)
+    gap_b = jnp.take_along_axis(gap_bb, lead[:, None], 1)[:, 0]
+    lead_vb = v[lead] * jnp.sum(cs * cs[lead], -1)
+    # the ego as a leader: along the lane, or geometrically in a corridor ahead
+    e_lane = m.pt_lane[ego_pt]
+    e_s = m.pt_to_end[m.lane_start[e_lane]] - m.pt_to_end[ego_pt]
+    e_dir = jnp.stack(rot(ego_yaw))
+    cos_e = cs @ e_dir
+    d = ego_xy - xy
+    lon = jnp.sum(d * cs, -1)
+    lat = cs[:, 0] * d[:, 1] - cs[:, 1] * d[:, 0]
+    gap_e = jnp.where((e_lane == lane) & (e_s > s_here), e_s - s_here, jnp.inf)
+    gap_e = jnp.minimum(gap_e, jnp.where((e_lane == nl) & entering, to_end + e_s, jnp.inf))
+    gap_e = jnp.minimum(gap_e, jnp.where((lon > 0.0) & (jnp.abs(lat) < 1.8) & (cos_e > -0.5),
+                                         lon, jnp.inf))
+    ego_leads = gap_e < gap_b
+    gap = jnp.minimum(gap_b, gap_e) - VEH_LEN
+    lead_v = jnp.where(ego_leads, ego_v * cos_e, lead_vb)
     dv = v - jnp.where(jnp.isfinite(gap), lead_v, v)
 
     # stop line: red / yellow light on the next connector, or junction occupied
@@ -183,13 +209,15 @@ def traffic_step(m: MapArrays, key, pt, u, v, turn, v_factor, active, ego_xy, eg
     can_stop = stop_gap > v**2 / (2 * 4.0)
     must_stop = (state == RED) | ((state == YELLOW) & can_stop)
     nl_junc = m.pt_junction[m.lane_start[nl]]
-    o_junc = m.pt_junction[o_pt]
-    conflict = (o_junc[None, :] == nl_junc[:, None]) & (nl_junc >= 0)[:, None] & valid & (
-        cosd < 0.82)
-    yield_now = jnp.any(conflict, axis=1) & (to_end < 12.0) & (stop_gap > 0.0)
-    stop = (must_stop | yield_now) & ~in_junc & (nl != lane)
-    gap_all = jnp.where(stop & (stop_gap < gap), stop_gap, gap)
-    dv_all = jnp.where(stop & (stop_gap < gap), v, dv)
+    junc = m.pt_junction[pt]
+    cross_bb = (junc[None, :] == nl_junc[:, None]) & valid & ((cs @ cs.T) < 0.82)
+    cross_e = (m.pt_junction[ego_pt] == nl_junc) & (cos_e < 0.82)
+    occupied = (jnp.any(cross_bb, axis=1) | cross_e) & (nl_junc >= 0)
+    yield_now = occupied & (to_end < 12.0) & (stop_gap > 0.0)
+    stop = (must_stop | yield_now) & ~in_junc & entering
+    use_stop = stop & (stop_gap < gap)
+    gap_all = jnp.where(use_stop, stop_gap, gap)
+    dv_all = jnp.where(use_stop, v, dv)
 
     v0 = m.pt_speed[pt] * v_factor
     acc = idm_accel(v, v0, gap_all, dv_all, p.idm_accel, p.idm_decel, p.idm_s0, p.idm_headway)
@@ -197,9 +225,8 @@ def traffic_step(m: MapArrays, key, pt, u, v, turn, v_factor, active, ego_xy, eg
     v_new = jnp.maximum(v + acc * p.dt, 0.0)
     new_turn = jax.random.randint(key, (n,), 0, 1 << 16)
     pt2, u2, turn2 = advance(m, pt, u, turn, v_new * p.dt, new_turn)
-    keep = active
-    return (jnp.where(keep, pt2, pt), jnp.where(keep, u2, u), jnp.where(keep, v_new, 0.0),
-            jnp.where(keep, turn2, turn), acc)
+    return (jnp.where(active, pt2, pt), jnp.where(active, u2, u), jnp.where(active, v_new, 0.0),
+            jnp.where(active, turn2, turn), acc)
 
 
 # ----------------------------------------------------------------- ego

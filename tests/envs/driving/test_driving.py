@@ -154,6 +154,19 @@ def test_obb_overlap_matches_sampling():
     assert (got == ref).mean() > 0.97
 
 
+def test_ego_frame_overlap_equals_world_sat():
+    rng = np.random.default_rng(1)
+    c1 = rng.uniform(-3, 3, (500, 2)).astype(np.float32)
+    y1 = rng.uniform(-np.pi, np.pi, 500).astype(np.float32)
+    c2 = c1 + rng.uniform(-6, 6, (500, 2)).astype(np.float32)
+    y2 = rng.uniform(-np.pi, np.pi, 500).astype(np.float32)
+    world = np.asarray(sim.obb_overlap(c1, y1, c2, y2))
+    d = sim.to_frame(jnp.asarray(c2 - c1), jnp.asarray(y1))
+    frame = np.asarray(sim.overlap_ego_frame(d, jnp.cos(y2 - y1), jnp.sin(y2 - y1)))
+    assert 0.2 < world.mean() < 0.8
+    assert (world == frame).mean() > 0.995  # equal up to float rounding on touching boxes
+
+
 def test_driving_off_road():
     env, params = make_driving("quick", num_vehicles=0)
     _, st = env.reset_to_route(jax.random.PRNGKey(0), params, 0)
