@@ -13,10 +13,13 @@ COMMANDS=(
   "python -m experiments.demo --preset quick"
   # driving_pr_iqn: Pr-IQN vs IQN vs ensemble-IQN on the JAX driving sim -> results/driving_pr_iqn/quick/table.md
   "python -m experiments.driving_pr_iqn --preset quick"
+  # carl_minibatch: PPO with CaRL vs Roach reward across mini-batch sizes -> results/carl_minibatch/quick/table.md
+  "python -m experiments.carl_minibatch --preset quick"
 )
 TABLES=(
   "results/demo/quick"
   "results/driving_pr_iqn/quick"
+  "results/carl_minibatch/quick"
 )
 
 case "${1:-}" in

@@ -1,7 +1,8 @@
 """Shared pytest setup: the slow marker and the JAX CPU flag (via mo_rl)."""
 
-import mo_rl  # noqa: F401  (sets XLA_FLAGS before any test runs JAX)
 import pytest
+
+import mo_rl  # noqa: F401  (sets XLA_FLAGS before any test runs JAX)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
