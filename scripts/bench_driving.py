@@ -89,19 +89,20 @@ def main() -> None:
           f" ({jax.devices()[0].device_kind}); jax {jax.__version__}")
     hw = bench_highway(args.vehicles, args.highway_seconds)
     print(f"highway-env highway-v0 vehicles_count={args.vehicles}: {hw:,.1f} steps/s")
-    rows = [bench_jax(b, "vector", args.vehicles, args.preset, args.steps) for b in args.batches]
-    rows += [bench_jax(b, "bev", args.vehicles, args.preset, args.steps // 8)
-             for b in args.bev_batches]
     print(f"\nDrivingEnv preset={args.preset}, {args.vehicles} background vehicles, AutoReset, "
           "random continuous actions")
     print(f"{'obs':>6} {'batch':>6} {'compile s':>10} {'steps/s':>14} {'x highway-env':>14}")
-    for r in rows:
+    jobs = [("vector", b, args.steps) for b in args.batches]
+    jobs += [("bev", b, args.steps // 8) for b in args.bev_batches]
+    rows = []
+    for obs_type, b, steps in jobs:  # print each row as it lands: long runs show progress
+        r = bench_jax(b, obs_type, args.vehicles, args.preset, steps)
+        rows.append(r)
         print(f"{r['obs']:>6} {r['batch']:>6} {r['compile_s']:>10.1f} {r['steps_per_s']:>14,.0f}"
-              f" {r['steps_per_s'] / hw:>14,.0f}")
+              f" {r['steps_per_s'] / hw:>14,.0f}", flush=True)
     best = max(rows, key=lambda r: r["steps_per_s"])
     print(f"\nbest: {best['steps_per_s']:,.0f} steps/s ({best['obs']}, batch {best['batch']}) = "
           f"{best['steps_per_s'] / hw:,.0f}x highway-env ({hw:,.1f} steps/s)")
-
 
 
 if __name__ == "__main__":
