@@ -37,7 +37,8 @@ ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_res", "num
 
 
 def find_carla_file(name: str) -> Path | None:
-    """A CARLA map / route file from: a path, $MO_RL_CARLA_DIR, a CARLA install.
+    """A CARLA map / route file from: a path, $MO_RL_CARLA_DIR, a CARLA install, or
+    the `shared/carla` folder beside the repository checkout.
 
     CARLA installs keep maps in CarlaUE4/Content/Carla/Maps/OpenDrive/*.xodr
     ($CARLA_ROOT); a live server's map can be exported with
@@ -50,7 +51,8 @@ def find_carla_file(name: str) -> Path | None:
     root = os.environ.get("CARLA_ROOT", "")
     if root:
         dirs.append(str(Path(root) / "CarlaUE4/Content/Carla/Maps/OpenDrive"))
-    dirs.append("/work/shared/carla")
+    # a checkout's sibling shared/carla (this project's test data, never copied in)
+    dirs.append(str(Path(__file__).resolve().parents[2].parent / "shared" / "carla"))
     for d in dirs:
         if d and (Path(d) / name).is_file():
             return Path(d) / name
