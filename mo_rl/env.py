@@ -42,6 +42,10 @@ class Env(Generic[State, Params]):
     reward_spec: RewardSpec
     #: None for single-agent envs; the size of the leading agent axis otherwise.
     num_agents: int | None = None
+    #: True where the observation is a function of the state and the env implements
+    #: `reset_state` and `observe`: AutoReset then observes once per step (the
+    #: pre-reset observation is only computed where info["final_obs"] is used).
+    observes_state: bool = False
 
     @property
     def name(self) -> str:
@@ -55,6 +59,14 @@ class Env(Generic[State, Params]):
         raise NotImplementedError
 
     def step(self, key: jax.Array, state: State, action: Any, params: Params) -> StepResult:
+        raise NotImplementedError
+
+    def reset_state(self, key: jax.Array, params: Params) -> State:
+        """The state `reset` starts from (only where `observes_state`)."""
+        raise NotImplementedError
+
+    def observe(self, state: State, params: Params) -> Any:
+        """The observation of a state (only where `observes_state`)."""
         raise NotImplementedError
 
     def observation_space(self, params: Params) -> Space:

@@ -85,11 +85,18 @@ class AutoReset(Wrapper):
         key_step, key_reset = jax.random.split(key)
         res = self._env.step(key_step, state, action, params)
         done = jnp.logical_or(res.terminated, res.truncated)
-        obs, new_state = jax.lax.cond(
-            done,
-            lambda: self._env.reset(key_reset, params),
-            lambda: (res.obs, res.state),
-        )
+        if self._env.observes_state:
+            # select the state, then observe it once: under vmap both branches run, and
+            # the observation is often the most expensive part of a step
+            new_state = jax.lax.cond(done, lambda: self._env.reset_state(key_reset, params),
+                                     lambda: res.state)
+            obs = self._env.observe(new_state, params)
+        else:
+            obs, new_state = jax.lax.cond(
+                done,
+                lambda: self._env.reset(key_reset, params),
+                lambda: (res.obs, res.state),
+            )
         info = dict(res.info)
         info["final_obs"] = res.obs
         return StepResult(obs, new_state, res.reward, res.terminated, res.truncated, info)

@@ -29,7 +29,7 @@ PRESETS: dict[str, dict] = {
     # the default procedural map with longer routes
     "procedural": dict(map="procedural", route_length=400.0, num_routes=64, max_steps=1000),
     # CARLA Town01 with the 10 leaderboard routes (needs Town01.xodr + routes_town01.xml)
-    "town01": dict(map="Town01", routes="routes_town01.xml", max_steps=3000),
+    "town01": dict(map="Town01", routes="routes_town01.xml", max_steps=4000),
 }
 
 

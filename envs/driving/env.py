@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.driving import observe, sim
-from envs.driving.roadmap import MapArrays
+from envs.driving.roadmap import COS, JUNC, SIN, WIDTH, MapArrays, X, Y
 from envs.driving.routes import RouteBank
 from mo_rl.env import Env, StepResult
 from mo_rl.reward import RewardSpec
@@ -174,17 +174,29 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         return Box(0, 255, (self.bev_size, self.bev_size, observe.BEV_CHANNELS), jnp.uint8)
 
     # ------------------------------------------------------------------ reset
+    observes_state = True
+
     def reset(self, key: jax.Array, params: DrivingParams) -> tuple[jax.Array, DrivingState]:
-        k_route, key = jax.random.split(key)
-        route = jax.random.randint(k_route, (), 0, params.routes.num_routes)
-        return self.reset_to_route(key, params, route)
+        state = self.reset_state(key, params)
+        return self.observe(state, params), state
+
+    def reset_state(self, key: jax.Array, params: DrivingParams) -> DrivingState:
+        bits = jax.random.bits(key, (self.max_vehicles + 3,), jnp.uint32)
+        route = (bits[-1] % params.routes.num_routes).astype(jnp.int32)
+        return self._initial_state(bits, params, route)
 
     def reset_to_route(self, key: jax.Array, params: DrivingParams,
                        route: jax.Array) -> tuple[jax.Array, DrivingState]:
         """Reset on a given route of the bank (tests, evaluation over all routes)."""
+        bits = jax.random.bits(key, (self.max_vehicles + 3,), jnp.uint32)
+        state = self._initial_state(bits, params, jnp.asarray(route, jnp.int32))
+        return self.observe(state, params), state
+
+    def _initial_state(self, bits: jax.Array, params: DrivingParams,
+                       route: jax.Array) -> DrivingState:
+        """Episode start from random bits (n vehicle words, 2 episode words, route word);
+        per-vehicle draws are hashed from one word (see sim.mix32)."""
         m, rb = params.map, params.routes
-        k_spawn, k_turn, k_vf, k_light = jax.random.split(key, 4)
-        route = jnp.asarray(route, jnp.int32)
         xy0 = rb.xy[route, 0]
         yaw0 = rb.yaw[route, 0]
         # traffic: n distinct slots among the route's C spawn slots, by a random offset and
@@ -192,25 +204,27 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         n = self.max_vehicles
         c = rb.spawn.shape[1]
         stride = max(c // n, 1)
-        k_off, k_jit = jax.random.split(k_spawn)
-        idx = (jax.random.randint(k_off, (), 0, c) + jnp.arange(n) * stride
-               + jax.random.randint(k_jit, (n,), 0, stride)) % c
+        w = bits[:n]
+        idx = ((bits[n] % c).astype(jnp.int32) + jnp.arange(n) * stride
+               + (w % stride).astype(jnp.int32)) % c
         veh_pt = rb.spawn[route, idx]
         active = rb.spawn_ok[route, idx] & (jnp.arange(n) < params.num_vehicles)
-        f = jnp.zeros((), jnp.float32)
+        turn = (sim.mix32(w ^ jnp.uint32(0x9E3779B9)) >> 8).astype(jnp.int32)
+        veh_vf = 0.7 + 0.3 * sim.unit_float(sim.mix32(w ^ jnp.uint32(0x7F4A7C15)))
         ng = m.light_nphase.shape[0]
-        state = DrivingState(
+        groups = jnp.arange(ng, dtype=jnp.uint32)
+        light_offset = 100.0 * sim.unit_float(sim.mix32(bits[n + 1] + groups))
+        f = jnp.zeros((), jnp.float32)
+        return DrivingState(
             x=xy0[0], y=xy0[1], yaw=yaw0, v=f, steer=f, accel=f, yaw_rate=f, lat_acc=f,
             veh_pt=veh_pt, veh_u=jnp.zeros(n), veh_v=m.pt_speed[veh_pt] * 0.5,
-            veh_turn=jax.random.randint(k_turn, (n,), 0, 1 << 16),
-            veh_vf=jax.random.uniform(k_vf, (n,), minval=0.7, maxval=1.0),
+            veh_turn=turn, veh_vf=veh_vf,
             veh_active=active, route=route, prog=jnp.zeros((), jnp.int32),
-            light_offset=jax.random.uniform(k_light, (ng,), maxval=100.0),
+            light_offset=light_offset,
             t=jnp.zeros((), jnp.int32), still=jnp.zeros((), jnp.int32),
             n_collision=jnp.zeros((), jnp.int32), n_off_road=jnp.zeros((), jnp.int32),
             n_red_light=jnp.zeros((), jnp.int32), n_speeding=jnp.zeros((), jnp.int32),
             deviation=jnp.zeros((), bool), blocked=jnp.zeros((), bool))
-        return self._obs(state, params), state
 
     # ------------------------------------------------------------------ helpers
     def lights(self, state: DrivingState, params: DrivingParams) -> jax.Array:
@@ -247,20 +261,21 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         lights = sim.light_states(m, t * dt, state.light_offset, p.green_s, p.yellow_s,
                                   p.allred_s)
         ego_pt, on_road = sim.grid_lookup(m, ego_xy)
+        ego_row = m.pt_tab[ego_pt]
+        ego_dir = jnp.stack([jnp.cos(yaw), jnp.sin(yaw)])
         # background traffic
-        veh_pt, veh_u, veh_v, veh_turn, _ = sim.traffic_step(
-            m, key, state.veh_pt, state.veh_u, state.veh_v, state.veh_turn, state.veh_vf,
-            state.veh_active, ego_xy, yaw, v, ego_pt, lights, p)
-        veh_xy, veh_yaw = sim.veh_pose(m, veh_pt, veh_u)
+        veh_pt, veh_u, veh_v, veh_turn, _, veh_xy, veh_dir = sim.traffic_step(
+            m, state.veh_pt, state.veh_u, state.veh_v, state.veh_turn, state.veh_vf,
+            state.veh_active, ego_xy, ego_dir, v, ego_row, lights, p)
 
         # route progress: nearest route point in a forward window
         r = state.route
         win = state.prog + jnp.arange(ROUTE_WINDOW)
         win = jnp.minimum(win, rb.num[r] - 1)
         dists = jnp.linalg.norm(rb.xy[r, win] - ego_xy, axis=-1)
-        j = jnp.argmin(dists)
-        prog = jnp.maximum(win[j], state.prog)
-        route_dist = dists[j]
+        route_dist = jnp.min(dists)
+        # first index of the minimum (argmin's paired reduction is slow on the CPU)
+        prog = jnp.maximum(jnp.min(jnp.where(dists == route_dist, win, win[-1])), state.prog)
         gained = rb.cum[r, prog] - rb.cum[r, state.prog]
         remaining = rb.length[r] - rb.cum[r, prog]
         complete = (prog >= rb.num[r] - 1) | (remaining < 1.0)
@@ -269,10 +284,9 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
 
         # infractions
         # vehicles in the ego frame: offset, relative heading, relative velocity
-        ego_dir = jnp.stack([jnp.cos(yaw), jnp.sin(yaw)])
-        veh_dir = jnp.stack([jnp.cos(veh_yaw), jnp.sin(veh_yaw)], -1)
-        rel = sim.to_frame(veh_xy - ego_xy, yaw)
-        rc_, rs_ = veh_dir @ ego_dir, veh_dir[:, 1] * ego_dir[0] - veh_dir[:, 0] * ego_dir[1]
+        rel = sim.to_frame_cs(veh_xy - ego_xy, ego_dir[0], ego_dir[1])
+        rc_ = veh_dir[:, 0] * ego_dir[0] + veh_dir[:, 1] * ego_dir[1]
+        rs_ = veh_dir[:, 1] * ego_dir[0] - veh_dir[:, 0] * ego_dir[1]
         rel_vel = veh_v[:, None] * jnp.stack([rc_, rs_], -1) - jnp.stack([v, 0.0])
         # collision now and time-to-collision (constant velocities at 0.1 .. 0.9 s)
         ts = jnp.array([0.0, 0.1, 0.3, 0.5, 0.7, 0.9])[:, None, None]
@@ -292,10 +306,10 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         timeout = (t >= p.max_steps) & ~complete
 
         # localisation on the lane map (centring, opposing lane)
-        lane_yaw = m.pt_yaw[ego_pt]
-        lat_lane = sim.to_frame(ego_xy - m.pt_xy[ego_pt], lane_yaw)[1]
-        in_junction = m.pt_junction[ego_pt] >= 0
-        opposing = jnp.cos(yaw - lane_yaw) < 0.0
+        lane_c, lane_s = ego_row[COS], ego_row[SIN]
+        lat_lane = sim.to_frame_cs(ego_xy - ego_row[X:Y + 1], lane_c, lane_s)[1]
+        in_junction = ego_row[JUNC] >= 0
+        opposing = ego_dir[0] * lane_c + ego_dir[1] * lane_s < 0.0
         route_yaw = rb.yaw[r, prog]
         lat_route = sim.to_frame(ego_xy - rb.xy[r, prog], route_yaw)[1]
         yaw_err = jnp.mod(yaw - route_yaw + jnp.pi, 2 * jnp.pi) - jnp.pi
@@ -320,7 +334,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         comfort = -broken / 6.0
         vec = jnp.stack([safety, rules, progress, comfort]).astype(jnp.float32)
 
-        width = m.pt_width[ego_pt]
+        width = ego_row[WIDTH]
         centring = jnp.where(in_junction, 1.0,
                              1.0 - jnp.clip(jnp.abs(lat_lane) / (0.5 * width), 0.0, 1.0))
         factor = (1.0 - over) * jnp.where(ttc, 0.5, 1.0) * (1.0 - 0.5 * broken / 6.0) * centring
@@ -363,10 +377,10 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
                             "speeding": speeding, "deviation": deviate, "blocked": blocked,
                             "ttc": ttc},
         }
-        return StepResult(self._obs(new, p), new, reward.astype(jnp.float32), terminated,
+        return StepResult(self.observe(new, p), new, reward.astype(jnp.float32), terminated,
                           truncated, info)
 
-    def _obs(self, state: DrivingState, params: DrivingParams) -> jax.Array:
+    def observe(self, state: DrivingState, params: DrivingParams) -> jax.Array:
         if self.obs_type == "vector":
             return observe.vector_obs(state, params, self.num_obs_vehicles,
                                       self.lights(state, params))
@@ -431,9 +445,11 @@ def hazard_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5,
     light_id = rb.stop_light[r, stop_i]
     d_stop = rb.cum[r, stop_i] - rb.cum[r, state.prog] - 3.5  # stop 3.5 m before the line
     ls = lights[jnp.maximum(light_id, 0)]
-    # yellow: stop if that takes < 5 m/s^2 (twice `decel`, so the decision does not flip
-    # back while the car follows the `decel` stopping profile)
-    stop_yellow = (ls == sim.YELLOW) & ((d_stop > state.v**2 / 10.0) | (state.v < 3.0))
+    # yellow: stop if that takes < 5 m/s^2 (twice `decel`), or below 4.5 m/s. The speed
+    # controller trails the `decel` profile by ~1 m/s, so without the speed floor the
+    # decision flips back to "go" in the last metre before the line (measured: a red
+    # light run on Town01 route 3)
+    stop_yellow = (ls == sim.YELLOW) & ((d_stop > state.v**2 / 10.0) | (state.v < 4.5))
     must = (light_id >= 0) & ((ls == sim.RED) | stop_yellow)
     v_light = jnp.where(must & (stop_i > state.prog),
                         jnp.sqrt(2 * decel * jnp.maximum(d_stop, 0.0)), jnp.inf)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.driving import sim
+from envs.driving.roadmap import COS, JUNC, LIGHT, S_IN, SIN, WIDTH, X, Y
 
 BEV_CHANNELS = 5
 VEC_CLIP = 10.0  # vector features are clipped to [-VEC_CLIP, VEC_CLIP]
@@ -44,12 +45,13 @@ def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
     rel0 = sim.to_frame(ego - rb.xy[r, state.prog], rb.yaw[r, state.prog])
     yaw_err = state.yaw - rb.yaw[r, state.prog]
     ego_pt, _ = sim.grid_lookup(m, ego)
+    c, s = jnp.cos(state.yaw), jnp.sin(state.yaw)
     f_ego = jnp.stack([state.v / 10, state.steer / params.max_steer,
                        state.accel / params.max_accel, limit / 10, rel0[1] / 2,
                        jnp.sin(yaw_err), jnp.cos(yaw_err),
-                       (m.pt_junction[ego_pt] >= 0).astype(jnp.float32)])
+                       (m.pt_tab[ego_pt, JUNC] >= 0).astype(jnp.float32)])
     idx = jnp.minimum(state.prog + ROUTE_STEP * jnp.arange(1, NUM_ROUTE_OBS + 1), rb.num[r] - 1)
-    f_route = (sim.to_frame(rb.xy[r, idx] - ego, state.yaw) / 20.0).ravel()
+    f_route = (sim.to_frame_cs(rb.xy[r, idx] - ego, c, s) / 20.0).ravel()
     stop_i = rb.next_stop[r, state.prog]
     light_id = rb.stop_light[r, stop_i]
     dist = rb.cum[r, stop_i] - rb.cum[r, state.prog]
@@ -57,20 +59,18 @@ def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
     ls = jnp.where(dist > 50.0, sim.NO_LIGHT, ls)
     f_light = jnp.concatenate([jnp.minimum(dist, 50.0)[None] / 50.0,
                                jax.nn.one_hot(ls, 4)])
-    xy, yaw = sim.veh_pose(m, state.veh_pt, state.veh_u)
-    rel = sim.to_frame(xy - ego, state.yaw)
+    xy, cs = sim.veh_pose(m, state.veh_pt, state.veh_u)
+    rel = sim.to_frame_cs(xy - ego, c, s)
     d2 = jnp.sum(rel**2, -1)
     near_ok = state.veh_active & (d2 < 60.0**2)
     d2 = jnp.where(near_ok, d2, jnp.inf)
-    vel = state.veh_v[:, None] * jnp.stack([jnp.cos(yaw), jnp.sin(yaw)], -1)
-    rel_vel = sim.to_frame(vel, state.yaw) - jnp.stack([state.v, 0.0])
-    dyaw = yaw - state.yaw
-    feats = jnp.concatenate([rel / 30.0, rel_vel / 10.0,
-                             jnp.stack([jnp.cos(dyaw), jnp.sin(dyaw)], -1),
-                             jnp.ones((yaw.shape[0], 1))], -1)
+    rel_cs = sim.to_frame_cs(cs, c, s)  # (cos, sin) of the relative heading
+    rel_vel = state.veh_v[:, None] * rel_cs - jnp.stack([state.v, 0.0])
+    feats = jnp.concatenate([rel / 30.0, rel_vel / 10.0, rel_cs,
+                             jnp.ones((cs.shape[0], 1))], -1)
     feats = jnp.where(near_ok[:, None], feats, 0.0)
     # K nearest by rank (ties by index): a one-hot selection matmul, cheaper than top_k on CPU
-    n = yaw.shape[0]
+    n = cs.shape[0]
     idx = jnp.arange(n)
     tie = (d2[None, :] == d2[:, None]) & (idx[None, :] < idx[:, None])
     closer = (d2[None, :] < d2[:, None]) | tie
@@ -97,8 +97,9 @@ def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Arra
     near, drivable = sim.grid_lookup(m, wxy)
     road = drivable
     # lane boundaries: |lateral offset to the nearest centreline| close to half the width
-    off = sim.to_frame(wxy - m.pt_xy[near], m.pt_yaw[near])[..., 1]
-    half = 0.5 * m.pt_width[near]
+    row = m.pt_tab[near]  # (S, S, columns)
+    off = sim.to_frame_cs(wxy - row[..., X:Y + 1], row[..., COS], row[..., SIN])[..., 1]
+    half = 0.5 * row[..., WIDTH]
     marking = drivable & (jnp.abs(jnp.abs(off) - half) < 0.6 * res + 0.1)
     # route: distance to the next 60 route points (every 2nd)
     r = state.route
@@ -107,17 +108,16 @@ def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Arra
     dr = jnp.min(jnp.sum((wxy[:, :, None, :] - rpts) ** 2, -1), -1)
     route = dr < 1.0
     # vehicles: point in box
-    vxy, vyaw = sim.veh_pose(m, state.veh_pt, state.veh_u)
-    rel = sim.to_frame(wxy[:, :, None, :] - vxy, vyaw)
+    vxy, vcs = sim.veh_pose(m, state.veh_pt, state.veh_u)
+    rel = sim.to_frame_cs(wxy[:, :, None, :] - vxy, vcs[:, 0], vcs[:, 1])
     box_half = jnp.array([0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID])
     inside = (jnp.all(jnp.abs(rel) < box_half, -1)
               & state.veh_active)
     speed_val = 100.0 + 155.0 * jnp.minimum(state.veh_v / 15.0, 1.0)
     veh = jnp.max(jnp.where(inside, speed_val, 0.0), -1)
     # stop lines: the first 1.5 m of light-controlled connectors
-    lane = m.pt_lane[near]
-    lid = m.lane_light[lane]
-    s_in = m.pt_to_end[m.lane_start[lane]] - m.pt_to_end[near]
+    lid = row[..., LIGHT].astype(jnp.int32)
+    s_in = row[..., S_IN]
     on_line = drivable & (lid >= 0) & (s_in < 1.5)
     ls = lights[jnp.maximum(lid, 0)]
     light_val = jnp.where(ls == sim.RED, 255, jnp.where(ls == sim.YELLOW, 160, 80))

@@ -81,7 +81,8 @@ def _frame(ax, states, params, t: int, view: float | None, cache: dict) -> None:
         ax.plot([xy[0] - nrm[0], xy[0] + nrm[0]], [xy[1] - nrm[1], xy[1] + nrm[1]],
                 color=LIGHT_COLOURS[int(lights[lane_light[lane]])], lw=2.5)
     # vehicles
-    vxy, vyaw = sim.veh_pose(m, jnp.asarray(st.veh_pt), jnp.asarray(st.veh_u))
+    vxy, vcs = sim.veh_pose(m, jnp.asarray(st.veh_pt), jnp.asarray(st.veh_u))
+    vyaw = np.arctan2(np.asarray(vcs[:, 1]), np.asarray(vcs[:, 0]))
     boxes = [(np.asarray(vxy[i]), float(vyaw[i]), "tab:blue") for i in range(len(st.veh_pt))
              if bool(st.veh_active[i])]
     boxes.append((np.array([st.x, st.y]), float(st.yaw), "tab:red"))

@@ -339,6 +339,11 @@ class MapArrays(NamedTuple):
     grid_res: jnp.ndarray  # () metres per cell
     grid_nearest: jnp.ndarray  # (H, W) int
     grid_drivable: jnp.ndarray  # (H, W) bool
+    # packed views of the above for the jitted step: on the CPU a gather costs about the
+    # same for one value as for a short row, so each look-up fetches a whole row
+    pt_tab: jnp.ndarray  # (P, len(PT_COLUMNS)) float32, columns PT_COLUMNS
+    lane_next: jnp.ndarray  # (L, S) int first point of successor k (own start: dead end)
+    grid_code: jnp.ndarray  # (H, W) int32 nearest point * 2 + drivable
 
     @property
     def num_points(self) -> int:
@@ -427,7 +432,34 @@ def _build_arrays(net: RoadNetwork, ds: float = 1.0, res: float = 0.5,
     )
 
 
+# columns of MapArrays.pt_tab; integer columns hold exact integers (< 2^24) as float32
+PT_COLUMNS = ("x", "y", "cos", "sin", "seg_len", "to_end", "s_in", "speed", "lane",
+              "junction", "light", "width", "nsucc")
+X, Y, COS, SIN, SEG, TO_END, S_IN, SPEED, LANE, JUNC, LIGHT, WIDTH, NSUCC = range(len(PT_COLUMNS))
+
+
+def _packed(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The row tables of MapArrays (derived from the cached arrays at load time)."""
+    lane, start = d["pt_lane"], d["lane_start"]
+    nsucc, succ = d["lane_nsucc"], d["lane_succ"]
+    n_lanes, s_max = succ.shape
+    lane_len = d["pt_to_end"][start]
+    cols = dict(x=d["pt_xy"][:, 0], y=d["pt_xy"][:, 1], cos=np.cos(d["pt_yaw"]),
+                sin=np.sin(d["pt_yaw"]), seg_len=d["pt_seg_len"], to_end=d["pt_to_end"],
+                s_in=lane_len[lane] - d["pt_to_end"], speed=d["pt_speed"], lane=lane,
+                junction=d["pt_junction"], light=d["lane_light"][lane], width=d["pt_width"],
+                nsucc=nsucc[lane])
+    pt_tab = np.stack([np.asarray(cols[c], np.float32) for c in PT_COLUMNS], 1)
+    k = np.arange(s_max)[None, :]
+    pick = succ[np.arange(n_lanes)[:, None], k % np.maximum(nsucc, 1)[:, None]]
+    lane_next = np.where(nsucc[:, None] > 0, start[np.maximum(pick, 0)], start[:, None])
+    grid_code = d["grid_nearest"] * 2 + d["grid_drivable"]
+    return dict(pt_tab=pt_tab, lane_next=lane_next.astype(np.int32),
+                grid_code=grid_code.astype(np.int32))
+
+
 def _to_jnp(d: dict[str, np.ndarray]) -> MapArrays:
+    d = {**d, **_packed(d)}
     return MapArrays(**{k: jnp.asarray(d[k]) for k in MapArrays._fields})
 
 

@@ -67,11 +67,11 @@ def test_town01_routes_load_and_densify():
 @needs_town01
 def test_expert_completes_all_town01_routes_without_infractions():
     env, params = make_driving("town01", num_vehicles=0)
-    inf, met, done, _ = jax.jit(lambda r: rollout(env, params, expert_policy, r, 3000))(
+    inf, met, done, _ = jax.jit(lambda r: rollout(env, params, expert_policy, r, 4000))(
         jnp.arange(10)
     )
     finished = np.asarray(done[:, -1])
-    assert finished.all(), "every route must finish within 3000 steps"
+    assert finished.all(), "every route must finish within 4000 steps"
     last = np.asarray(done).argmin(1) - 1  # last live step index
     last = np.where(last < 0, done.shape[1] - 1, last)
     rc = np.asarray(met["route_completion"])[np.arange(10), last]
