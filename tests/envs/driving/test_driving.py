@@ -302,3 +302,50 @@ def test_gymnasium_check_env(action_type, obs_type):
     check_env(genv, skip_render_check=True)
     obs, _ = genv.reset(seed=0)
     assert genv.observation_space.contains(obs)
+
+
+class _GenericReset(DrivingEnv):
+    """The same env without the observe-once hooks (AutoReset's generic path)."""
+
+    observes_state = False
+
+
+def test_autoreset_observe_once_equals_generic_path():
+    from mo_rl.wrappers import AutoReset
+
+    fast, params = make_driving("quick", num_vehicles=8)
+    slow = _GenericReset(max_vehicles=16)
+    keys = jax.random.split(jax.random.PRNGKey(3), 64)
+    _, st = jax.vmap(fast.reset, (0, None))(keys, params)
+    st = st._replace(t=jnp.where(jnp.arange(64) % 2 == 0, params.max_steps - 1, st.t))
+    act = jnp.zeros((64, 2))
+    rf = jax.vmap(AutoReset(fast).step, (0, 0, 0, None))(keys, st, act, params)
+    rs = jax.vmap(AutoReset(slow).step, (0, 0, 0, None))(keys, st, act, params)
+    assert np.asarray(rf.truncated)[::2].all()  # half of the batch resets
+    for a, b in zip(jax.tree.leaves((rf.obs, rf.state, rf.info["final_obs"])),
+                    jax.tree.leaves((rs.obs, rs.state, rs.info["final_obs"])), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_vehicles_advance_their_speed_along_the_lane_graph():
+    """Lane-level advance: the travelled arc length equals v * dt, across lane ends."""
+    env, params = make_driving("quick", num_vehicles=16)
+    m = params.map
+    _, st = env.reset(jax.random.PRNGKey(1), params)
+    step = jax.jit(env.step)
+    crossed = 0
+    for i in range(60):
+        s_in = np.asarray(m.pt_tab[st.veh_pt, sim.S_IN] + st.veh_u)
+        lane_len = np.asarray(m.pt_tab[st.veh_pt, sim.S_IN] + m.pt_tab[st.veh_pt, sim.TO_END])
+        lane = np.asarray(m.pt_lane[st.veh_pt])
+        st2 = step(jax.random.PRNGKey(i), st, jnp.zeros(2), params).state
+        s2 = np.asarray(m.pt_tab[st2.veh_pt, sim.S_IN] + st2.veh_u)
+        lane2 = np.asarray(m.pt_lane[st2.veh_pt])
+        travelled = np.where(lane2 == lane, s2 - s_in, lane_len - s_in + s2)
+        act = np.asarray(st.veh_active)
+        np.testing.assert_allclose(travelled[act], np.asarray(st2.veh_v * 0.1)[act], atol=2e-3)
+        nxt = np.asarray(params.map.lane_succ)[lane]
+        assert all(lane2[j] in nxt[j] for j in np.nonzero(act & (lane2 != lane))[0])
+        crossed += int((act & (lane2 != lane)).sum())
+        st = st2
+    assert crossed > 0  # some vehicle changed lanes in the window
