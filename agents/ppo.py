@@ -174,13 +174,6 @@ class Torso(nn.Module):
         return feats[0] if len(feats) == 1 else jnp.concatenate(feats, axis=-1)
 
 
-# Separate actor and critic torsos as one "ensemble" of two (params stacked on a
-# leading axis of 2): each layer is one batched matmul instead of two, which
-# halves the kernel count of the small networks that dominate CPU time.
-_TorsoPair = nn.vmap(Torso, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=None, out_axes=0, axis_size=2)
-
-
 class ActorCritic(nn.Module):
     """Policy head (logits or Beta pre-activations) and scalar value head, on a
     shared torso or on separate actor / critic torsos (PureJaxRL's layout)."""
@@ -192,8 +185,11 @@ class ActorCritic(nn.Module):
     shared_torso: bool = False
 
     def setup(self) -> None:
-        make = Torso if self.shared_torso else _TorsoPair
-        self.torso = make(self.leaf_ndims, self.hidden, self.activation)
+        # separate torsos as two modules: measured faster on the CPU than one vmapped pair
+        # (stacked params), 1.07 vs 0.89 x PureJaxRL at 16 seeds x 4 envs
+        self.torso = Torso(self.leaf_ndims, self.hidden, self.activation)
+        if not self.shared_torso:
+            self.critic_torso = Torso(self.leaf_ndims, self.hidden, self.activation)
         self.actor_head = nn.Dense(self.num_outputs, kernel_init=orthogonal(0.01),
                                    bias_init=nn.initializers.zeros)
         self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0),
@@ -201,14 +197,15 @@ class ActorCritic(nn.Module):
 
     def _features(self, obs) -> tuple[jax.Array, jax.Array]:
         h = self.torso(obs)
-        return (h, h) if self.shared_torso else (h[0], h[1])
+        return (h, h) if self.shared_torso else (h, self.critic_torso(obs))
 
     def __call__(self, obs) -> tuple[jax.Array, jax.Array]:
         ha, hc = self._features(obs)
         return self.actor_head(ha), self.critic_head(hc)[..., 0]
 
     def value(self, obs) -> jax.Array:
-        return self.critic_head(self._features(obs)[1])[..., 0]
+        h = self.torso(obs) if self.shared_torso else self.critic_torso(obs)
+        return self.critic_head(h)[..., 0]
 
 
 def beta_params(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -373,15 +370,17 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
 
     def env_step(carry, _):
         params, env_state, obs, key = carry
-        key, k_act, k_env = jax.random.split(key, 3)
+        # one split per step for the carry, the action and every env: on the CPU each
+        # threefry call is a loop of small kernels that costs more than the tiny networks
+        keys = jax.random.split(key, cfg.num_envs + 2)
+        key, k_act, k_envs = keys[0], keys[1], keys[2:]
         raw, value = net.apply(params, obs)
         dist = policy.dist(raw)
         u = dist.sample(seed=k_act)
         if policy.u_dtype == jnp.float32:
             u = jnp.clip(u, BETA_EPS, 1.0 - BETA_EPS)
         logp = dist.log_prob(u)
-        res = venv.step(jax.random.split(k_env, cfg.num_envs), env_state,
-                        policy.to_env(u), env_params)
+        res = venv.step(k_envs, env_state, policy.to_env(u), env_params)
         reward = scal(res.reward) * cfg.reward_scale
         tr = Transition(obs, u, logp, value, reward, res.terminated, res.truncated,
                         res.info["final_obs"])
@@ -417,9 +416,8 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
 
     params_apply = optax.apply_updates
 
-    def epoch(carry, key):
+    def epoch(carry, perm):
         params, opt_state, batch = carry
-        perm = jax.random.permutation(key, cfg.batch_size)
         mbs = jax.tree.map(
             lambda x: jnp.take(x, perm, axis=0).reshape(
                 (cfg.num_minibatches, cfg.minibatch_size) + x.shape[1:]), batch)
@@ -440,9 +438,11 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
         learn = traj._replace(final_obs=None, reward=None, terminated=None, truncated=None)
         batch = jax.tree.map(_flat, (learn, adv, target))
         key, k_epochs = jax.random.split(key)
+        # every epoch's shuffle in one batched draw + sort (fewer small kernels on CPU)
+        perms = jax.vmap(jax.random.permutation, (0, None))(
+            jax.random.split(k_epochs, cfg.update_epochs), cfg.batch_size)
         (params, opt_state, _), losses = jax.lax.scan(
-            epoch, (params, state.opt_state, batch),
-            jax.random.split(k_epochs, cfg.update_epochs))
+            epoch, (params, state.opt_state, batch), perms)
         env_steps = state.env_steps + cfg.batch_size
         metrics = {"env_steps": env_steps, **_episode_metrics(ep_info),
                    **dict(zip(loss_names, losses.reshape(-1, len(loss_names)).mean(0),
