@@ -463,10 +463,9 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
         ev = evaluate_policy(env, env_params, policy_fn, key, cfg.eval_episodes,
                              cfg.eval_max_steps)
         # flat for mo_rl.runner (as agents.iqn): per-episode return (E, K), lengths, env
-        # episode metrics; "mean_return" / "lengths" kept for experiments/demo.py
+        # episode metrics
         return {"episode_return": ev["returns"], "episode_length": ev["lengths"],
-                "finished": ev["finished"].astype(jnp.float32), **ev["episode_metrics"],
-                "mean_return": ev["mean_return"], "lengths": ev["lengths"]}
+                "finished": ev["finished"].astype(jnp.float32), **ev["episode_metrics"]}
 
     return Agent(init=init, update=update, evaluate=evaluate, num_updates=num_updates)
 

@@ -43,7 +43,7 @@ from mo_rl.sweep import init_distributed, is_main_process
 
 STUDY = "demo"
 SCALARIZATIONS = ("weighted_sum", "lexicographic")
-TABLE_METRICS = ("mean_return/safety", "mean_return/progress", "lengths")
+TABLE_METRICS = ("episode_return/safety", "episode_return/progress", "episode_length")
 
 
 @dataclass(frozen=True)
