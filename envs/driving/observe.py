@@ -14,15 +14,16 @@ BEV (uint8, S x S x 5, ego at the centre column, 3/4 down, heading up, res m/px)
   0 road (drivable raster), 1 route (next ~60 m), 2 lane boundaries,
   3 vehicles (value 100 + 155 * min(v / 15, 1)), 4 stop lines of lights
   (255 red, 160 yellow, 80 green).
-Every pixel is a world look-up in the map rasters or a point-in-box /
-distance test against a few dozen primitives, so the cost is
-O(S^2 * (N + 60)) per env.
+Map channels are one world look-up per pixel in the map rasters; route
+points and vehicles are composited in small windows around each object
+(`_splat`), so the cost is O(S^2 + 30 * 49 + N * 225) per env at 0.5 m/px.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from envs.driving import sim
 from envs.driving.roadmap import COS, JUNC, LIGHT, S_IN, SIN, WIDTH, X, Y
@@ -83,17 +84,43 @@ def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
     return jnp.clip(out, -VEC_CLIP, VEC_CLIP).astype(jnp.float32)
 
 
+def _pixel_world(i: jax.Array, j: jax.Array, size: int, res: float, ego: jax.Array,
+                 c: jax.Array, s: jax.Array) -> jax.Array:
+    """World (x, y) of the centres of BEV pixels (row i, column j): row 0 = far ahead,
+    the ego at row 3/4 * size, heading up; columns to the right = negative lateral."""
+    lon = (0.75 * size - (i + 0.5)) * res
+    lat = -(((j + 0.5) - 0.5 * size) * res)
+    return jnp.stack([ego[0] + lon * c - lat * s, ego[1] + lon * s + lat * c], -1)
+
+
+def _splat(img: jax.Array, centres: jax.Array, half: int, size: int, res: float,
+           ego: jax.Array, c: jax.Array, s: jax.Array, value_fn) -> jax.Array:
+    """Max-composite small objects into img (S, S): each object tests only the
+    (2 half + 1)^2 pixels around its centre, `value_fn(k, world_xy (W, 2)) -> (W,)`.
+
+    Equal to testing every pixel against every object when the window covers the
+    object; O(objects * window) instead of O(S^2 * objects).
+    """
+    rel = sim.to_frame_cs(centres - ego, c, s)  # (n, 2) lon, lat
+    i0 = jnp.round(0.75 * size - rel[:, 0] / res - 0.5).astype(jnp.int32)
+    j0 = jnp.round(0.5 * size - rel[:, 1] / res - 0.5).astype(jnp.int32)
+    d = jnp.arange(-half, half + 1)
+    di, dj = (x.ravel() for x in jnp.meshgrid(d, d, indexing="ij"))
+    i = i0[:, None] + di  # (n, W)
+    j = j0[:, None] + dj
+    world = _pixel_world(i, j, size, res, ego, c, s)  # (n, W, 2)
+    vals = jax.vmap(value_fn)(jnp.arange(centres.shape[0]), world)
+    inside = (i >= 0) & (i < size) & (j >= 0) & (j < size)
+    i = jnp.where(inside, i, size)  # out of range: dropped (negative indices would wrap)
+    return img.at[i, j].max(vals, mode="drop")
+
+
 def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Array:
     m, rb = params.map, params.routes
     ego = jnp.stack([state.x, state.y])
-    # pixel centres in the ego frame: row 0 = far ahead, ego at row 3/4 * size
-    rows = (0.75 * size - (jnp.arange(size) + 0.5)) * res  # lon
-    cols = ((jnp.arange(size) + 0.5) - 0.5 * size) * res  # lat (right of the image = -lat)
-    lon, lat = jnp.meshgrid(rows, -cols, indexing="ij")
     c, s = jnp.cos(state.yaw), jnp.sin(state.yaw)
-    wx = ego[0] + lon * c - lat * s
-    wy = ego[1] + lon * s + lat * c
-    wxy = jnp.stack([wx, wy], -1)  # (S, S, 2)
+    pix = jnp.arange(size)
+    wxy = _pixel_world(pix[:, None], pix[None, :], size, res, ego, c, s)  # (S, S, 2)
     near, drivable = sim.grid_lookup(m, wxy)
     road = drivable
     # lane boundaries: |lateral offset to the nearest centreline| close to half the width
@@ -101,20 +128,25 @@ def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Arra
     off = sim.to_frame_cs(wxy - row[..., X:Y + 1], row[..., COS], row[..., SIN])[..., 1]
     half = 0.5 * row[..., WIDTH]
     marking = drivable & (jnp.abs(jnp.abs(off) - half) < 0.6 * res + 0.1)
-    # route: distance to the next 60 route points (every 2nd)
+    # route: pixels within 1 m of the next 60 route points (every 2nd)
     r = state.route
     ridx = jnp.minimum(state.prog + jnp.arange(0, 60, 2), rb.num[r] - 1)
     rpts = rb.xy[r, ridx]
-    dr = jnp.min(jnp.sum((wxy[:, :, None, :] - rpts) ** 2, -1), -1)
-    route = dr < 1.0
-    # vehicles: point in box
+    zeros = jnp.zeros((size, size), jnp.float32)
+    route = _splat(zeros, rpts, int(np.ceil(1.0 / res)) + 1, size, res, ego, c, s,
+                   lambda k, w: jnp.where(jnp.sum((w - rpts[k]) ** 2, -1) < 1.0, 255.0, 0.0))
+    # vehicles: pixel centres inside the box, valued by speed
     vxy, vcs = sim.veh_pose(m, state.veh_pt, state.veh_u)
-    rel = sim.to_frame_cs(wxy[:, :, None, :] - vxy, vcs[:, 0], vcs[:, 1])
     box_half = jnp.array([0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID])
-    inside = (jnp.all(jnp.abs(rel) < box_half, -1)
-              & state.veh_active)
-    speed_val = 100.0 + 155.0 * jnp.minimum(state.veh_v / 15.0, 1.0)
-    veh = jnp.max(jnp.where(inside, speed_val, 0.0), -1)
+    speed_val = jnp.where(state.veh_active,
+                          100.0 + 155.0 * jnp.minimum(state.veh_v / 15.0, 1.0), 0.0)
+
+    def vehicle(k, w):
+        rel = sim.to_frame_cs(w - vxy[k], vcs[k, 0], vcs[k, 1])
+        return jnp.where(jnp.all(jnp.abs(rel) < box_half, -1), speed_val[k], 0.0)
+
+    reach = int(np.ceil(np.hypot(0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID) / res)) + 1
+    veh = _splat(zeros, vxy, reach, size, res, ego, c, s, vehicle)
     # stop lines: the first 1.5 m of light-controlled connectors
     lid = row[..., LIGHT].astype(jnp.int32)
     s_in = row[..., S_IN]
@@ -122,5 +154,5 @@ def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Arra
     ls = lights[jnp.maximum(lid, 0)]
     light_val = jnp.where(ls == sim.RED, 255, jnp.where(ls == sim.YELLOW, 160, 80))
     lights_ch = jnp.where(on_line, light_val, 0)
-    img = jnp.stack([road * 255, route * 255, marking * 255, veh, lights_ch], -1)
+    img = jnp.stack([road * 255, route, marking * 255, veh, lights_ch], -1)
     return img.astype(jnp.uint8)
