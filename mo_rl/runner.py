@@ -52,6 +52,7 @@ from mo_rl.config import ConfigError, config_hash, save_config
 from mo_rl.metrics_log import MetricsLogger, flatten_metrics
 from mo_rl.progress import ProgressLine, summarize_chunk
 from mo_rl.results import code_version, write_results
+from mo_rl.watchdog import StallWatchdog
 
 EVAL_FOLD = 0x7FFF_FFFF  # eval keys = fold_in(seed key, EVAL_FOLD): disjoint from training use
 
@@ -133,6 +134,7 @@ def run(
     wandb: Mapping[str, Any] | None = None,
     table_metrics: Sequence[str] | None = None,
     title: str = "",
+    stall_timeout_s: float | None = 300.0,
 ) -> RunResult:
     """Train every (grid point x) seed of `config`, checkpointing, then evaluate and report.
 
@@ -141,6 +143,9 @@ def run(
     results_root=None skips writing results/ (runs/ still holds checkpoints).
     in_loop_progress: also report progress from inside each chunk, every
     `progress_every` updates (default chunk/10), via jax.debug.callback.
+    stall_timeout_s: on the CPU backend, exit with code 75 and a resume hint when
+    the process burns no CPU for that long while training (mo_rl.watchdog);
+    None disables it.
     """
     agent = make_agent if isinstance(make_agent, Agent) else make_agent(config)
     seeds = [int(s) for s in seeds]
@@ -285,15 +290,26 @@ def run(
             ckpt.save(c + 1, s)
 
     pending = None
+    saved = [start]  # chunks covered by the newest checkpoint, for the watchdog's message
+
+    def stalled() -> str:
+        return (f"{study}/{run_name}: no CPU activity for {stall_timeout_s:.0f} s while training "
+                "(a known jaxlib 0.10 CPU runtime hang, see mo_rl/watchdog.py). The last "
+                f"checkpoint holds {saved[0]}/{num_chunks} chunks: rerun the same command "
+                "with --resume to continue from it.")
+
+    watch_s = stall_timeout_s if jax.default_backend() == "cpu" else None
     try:
-        for c in range(start, end):
-            new_state, m = compiled(state)  # dispatched asynchronously
+        with StallWatchdog(watch_s, stalled):
+            for c in range(start, end):
+                new_state, m = compiled(state)  # dispatched asynchronously
+                if pending is not None:
+                    finish(*pending)
+                    saved[0] = ckpt.latest() or saved[0]
+                pending = (c, new_state, m)
+                state = new_state
             if pending is not None:
                 finish(*pending)
-            pending = (c, new_state, m)
-            state = new_state
-        if pending is not None:
-            finish(*pending)
     finally:
         line.close()
         if logger is not None and end < num_chunks:
