@@ -59,21 +59,13 @@ class CartPole(Env):
     def default_params(self) -> CartPoleParams:
         return CartPoleParams()
 
-    observes_state = True  # AutoReset observes once per step
-
     @staticmethod
     def obs(state: CartPoleState) -> jax.Array:
         return jnp.stack([state.x, state.x_dot, state.theta, state.theta_dot]).astype(jnp.float32)
 
-    def observe(self, state: CartPoleState, params: CartPoleParams) -> jax.Array:
-        return self.obs(state)
-
-    def reset_state(self, key, params: CartPoleParams) -> CartPoleState:
-        s = jax.random.uniform(key, (4,), jnp.float32, -0.05, 0.05)
-        return CartPoleState(s[0], s[1], s[2], s[3], jnp.int32(0))
-
     def reset(self, key, params: CartPoleParams):
-        state = self.reset_state(key, params)
+        s = jax.random.uniform(key, (4,), jnp.float32, -0.05, 0.05)
+        state = CartPoleState(s[0], s[1], s[2], s[3], jnp.int32(0))
         return self.obs(state), state
 
     def step(self, key, state: CartPoleState, action, params: CartPoleParams) -> StepResult:
