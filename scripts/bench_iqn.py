@@ -8,9 +8,9 @@ time is measured apart (lower + compile), then the run is timed. Steps/s counts
 env transitions of all seeds together, each followed by its share of gradient
 steps (`gradient_steps` per `num_envs * steps_per_update` transitions).
 
-Known CPU hang (jax 0.10.2): ensemble-IQN on the driving env with 5 members and
-5 or 16 vmapped seeds stalls at 0% CPU in execution (also with
---xla_cpu_multi_thread_eigen=false); 3 members x 5 seeds and 1 seed run fine.
+Known CPU hang (jaxlib 0.10, see README): ensemble-IQN on the driving env with 5 members and
+5 vmapped seeds (4000 steps) stalls at 0% CPU in execution in most tries (4 of 5 here),
+with or without --xla_cpu_multi_thread_eigen=false; a run that does finish takes ~30 s.
 """
 
 from __future__ import annotations
