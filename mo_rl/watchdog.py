@@ -4,9 +4,11 @@ jaxlib 0.10.x on the CPU can stop inside a compiled training loop: every XLA
 worker thread waits for work and the main thread waits for a result that
 never comes (0% CPU, forever; seen here on PPO and ensemble-IQN sweeps even
 with mo_rl's scheduler flag, in roughly one run of several). No flag we tried
-removes it. Training that is busy always burns CPU time, so a process whose
-CPU time stops growing for minutes is stuck: the watchdog then prints what
-happened and how to resume, and exits with EX_TEMPFAIL (75). The runner
+removes it; pinning the process to one core (taskset -c 0) avoided it in the
+tries we made, at about 1.6x the run time. Training that is busy always burns
+CPU time, so a process whose CPU time stops growing for minutes is stuck: the
+watchdog then prints what happened and how to resume, and exits with
+EX_TEMPFAIL (75). The runner
 checkpoints every chunk, so `--resume` loses at most one chunk.
 """
 
