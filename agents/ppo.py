@@ -370,8 +370,8 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
 
     def env_step(carry, _):
         params, env_state, obs, key = carry
-        # one split per step for the carry, the action and every env: on the CPU each
-        # threefry call is a loop of small kernels that costs more than the tiny networks
+        # one split per step for the carry, the action and every env (one threefry call
+        # instead of two; measured with the torso change: 1x4 ratio 0.78 -> 0.89)
         keys = jax.random.split(key, cfg.num_envs + 2)
         key, k_act, k_envs = keys[0], keys[1], keys[2:]
         raw, value = net.apply(params, obs)
@@ -438,7 +438,8 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
         learn = traj._replace(final_obs=None, reward=None, terminated=None, truncated=None)
         batch = jax.tree.map(_flat, (learn, adv, target))
         key, k_epochs = jax.random.split(key)
-        # every epoch's shuffle in one batched draw + sort (fewer small kernels on CPU)
+        # every epoch's shuffle in one batched draw + sort (same distribution as one
+        # permutation per epoch; no measurable speed difference on the CPU)
         perms = jax.vmap(jax.random.permutation, (0, None))(
             jax.random.split(k_epochs, cfg.update_epochs), cfg.batch_size)
         (params, opt_state, _), losses = jax.lax.scan(

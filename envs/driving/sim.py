@@ -170,7 +170,7 @@ def next_turn(turn: jax.Array) -> jax.Array:
 
     The draw only has to vary between lanes and vehicles, and seeding it at
     reset from the episode key keeps episodes random; a threefry draw of
-    every vehicle on every step cost ~10% of the whole step on the CPU.
+    every vehicle on every step cost ~0.8 ms of a ~14 ms step (batch 4096, CPU).
     """
     return jnp.bitwise_and(turn * 1140671485 + 12820163, (1 << 24) - 1)
 
