@@ -2,6 +2,7 @@
 
     python -m experiments.carl_minibatch --preset tiny      # smoke test (~1-2 min, 2 CPU cores)
     python -m experiments.carl_minibatch --preset quick     # 2 rewards x 5 mini-batches x 3 seeds
+    python -m experiments.carl_minibatch --preset medium    # 7 mini-batches 256..16k, 2M steps/seed
     python -m experiments.carl_minibatch --preset full      # one GPU
 
 CaRL (shared/reference/carl.md) reports that PPO with a summed, shaped reward
@@ -103,6 +104,11 @@ PRESETS: dict[str, CarlMinibatchConfig] = {
     "quick": CarlMinibatchConfig(
         agent=_ppo(num_envs=32, num_steps=128, minibatch_size=256, total_timesteps=4096 * 60),
         name="quick"),
+    # total batch 16,384 = 64 envs x 256 steps; mini-batch 256 .. 16,384 (64 .. 1 steps per
+    # epoch); ~2M env steps per seed (about an hour on 2 CPU cores)
+    "medium": CarlMinibatchConfig(
+        agent=_ppo(num_envs=64, num_steps=256, minibatch_size=1024, total_timesteps=16384 * 120),
+        name="medium", minibatch_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384)),
     # CaRL's rollout (128 envs x 512 steps = 65,536) and mini-batches 2k .. 64k, one GPU
     "full": CarlMinibatchConfig(
         agent=_ppo(num_envs=128, num_steps=512, minibatch_size=16384, hidden=(256, 256),

@@ -16,6 +16,12 @@ PureJaxRL side: their purejaxrl/ppo.py imported from a local checkout
 (`--purejaxrl-path`, never vendored here); it needs gymnax. Their wrappers.py
 imports brax and navix only for other envs, so empty stand-ins are installed
 when those packages are missing.
+
+"cores busy" is the process CPU time over the wall time of the timed run. On
+the CPU, XLA's thunk executor hands ready kernels to a second worker thread
+when it can; for small problems that hand-off can cost more than it saves,
+which shows up as cores busy > 1 with no speed-up. To compare both sides on
+one core: `taskset -c 0 python scripts/bench_ppo.py ...`.
 """
 
 from __future__ import annotations
@@ -68,16 +74,19 @@ def load_purejaxrl(path: str):
     return importlib.import_module("ppo")
 
 
-def time_fn(fn, keys, repeats: int) -> tuple[float, float, object]:
+def time_fn(fn, keys, repeats: int) -> tuple[float, float, float, object]:
+    """(compile s, best run s, CPU cores busy in that run, output)."""
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(keys).compile()
     compile_s = time.perf_counter() - t0
-    best, out = np.inf, None
+    best, busy, out = np.inf, np.nan, None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = jax.block_until_ready(compiled(keys))
-        best = min(best, time.perf_counter() - t0)
-    return compile_s, best, out
+        wall = time.perf_counter() - t0
+        if wall < best:
+            best, busy = wall, (time.process_time() - c0) / wall
+    return compile_s, best, busy, out
 
 
 def ours(num_envs: int, total: int, seeds: int, repeats: int, env_name: str = "cartpole"):
@@ -100,22 +109,22 @@ def ours(num_envs: int, total: int, seeds: int, repeats: int, env_name: str = "c
         ret = lambda m: m["episode_return"].sum(-1)
     agent = make_agent(cfg, env, env.default_params)
     keys = jax.random.split(jax.random.key(0), seeds)
-    c, r, (_, m) = time_fn(jax.vmap(make_train(agent)), keys, repeats)
+    c, r, busy, (_, m) = time_fn(jax.vmap(make_train(agent)), keys, repeats)
     steps = seeds * agent.num_updates * cfg.batch_size
-    return c, r, steps, float(np.nanmean(np.asarray(ret(m))[:, -5:]))
+    return c, r, busy, steps, float(np.nanmean(np.asarray(ret(m))[:, -5:]))
 
 
 def theirs(pj, num_envs: int, total: int, seeds: int, repeats: int):
     config = dict(PUREJAXRL_CARTPOLE, NUM_ENVS=num_envs, TOTAL_TIMESTEPS=total)
     train = pj.make_train(dict(config))
     keys = jax.random.split(jax.random.key(0), seeds)
-    c, r, out = time_fn(jax.vmap(train), keys, repeats)
+    c, r, busy, out = time_fn(jax.vmap(train), keys, repeats)
     updates = int(total // config["NUM_STEPS"] // num_envs)
     steps = seeds * updates * num_envs * config["NUM_STEPS"]
     info = out["metrics"]
     done = np.asarray(info["returned_episode"][:, -5:])
     last = float(np.asarray(info["returned_episode_returns"][:, -5:])[done].mean())
-    return c, r, steps, last
+    return c, r, busy, steps, last
 
 
 def main() -> None:
@@ -139,30 +148,32 @@ def main() -> None:
           f"(jax {jax.__version__}); ours: envs.classic.CartPole (gymnax-identical physics) "
           "+ truncation bootstrap; PureJaxRL: gymnax CartPole-v1, their ppo.py unchanged")
     rows = ["| task | seeds x envs | steps/seed | ours compile s | ours steps/s | "
-            "PureJaxRL compile s | PureJaxRL steps/s | ratio | ours / their last return |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "ours cores busy | PureJaxRL compile s | PureJaxRL steps/s | "
+            "PureJaxRL cores busy | ratio | ours / their last return |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in args.settings.split(","):
         seeds, n = (int(x) for x in s.split("x"))
         total = args.updates * n * 128
-        oc, orun, osteps, oret = ours(n, total, seeds, args.repeats)
-        line = (f"| CartPole-v1 | {seeds} x {n} | {total} | {oc:.1f} | {osteps / orun:,.0f} | ")
+        oc, orun, obusy, osteps, oret = ours(n, total, seeds, args.repeats)
+        line = (f"| CartPole-v1 | {seeds} x {n} | {total} | {oc:.1f} | {osteps / orun:,.0f} | "
+                f"{obusy:.2f} | ")
         if pj is not None:
-            tc, trun, tsteps, tret = theirs(pj, n, total, seeds, args.repeats)
+            tc, trun, tbusy, tsteps, tret = theirs(pj, n, total, seeds, args.repeats)
             ratio = (osteps / orun) / (tsteps / trun)
-            line += (f"{tc:.1f} | {tsteps / trun:,.0f} | {ratio:.2f} | "
+            line += (f"{tc:.1f} | {tsteps / trun:,.0f} | {tbusy:.2f} | {ratio:.2f} | "
                      f"{oret:.0f} / {tret:.0f} |")
         else:
-            line += f"- | - | - | {oret:.0f} / - |"
+            line += f"- | - | - | - | {oret:.0f} / - |"
         rows.append(line)
         print(line, flush=True)
     if args.driving:
         for s in args.driving_settings.split(","):
             seeds, n = (int(x) for x in s.split("x"))
             total = max(1, args.updates // 8) * n * 128
-            oc, orun, osteps, oret = ours(n, total, seeds, args.repeats, args.driving)
+            oc, orun, obusy, osteps, oret = ours(n, total, seeds, args.repeats, args.driving)
             line = (f"| driving quick, {args.driving} obs (PPO carl preset, 128 steps) | "
-                    f"{seeds} x {n} | {total} | "
-                    f"{oc:.1f} | {osteps / orun:,.0f} | - | - | - | {oret:.2f} / - |")
+                    f"{seeds} x {n} | {total} | {oc:.1f} | {osteps / orun:,.0f} | "
+                    f"{obusy:.2f} | - | - | - | - | {oret:.2f} / - |")
             rows.append(line)
             print(line, flush=True)
     table = "\n".join(rows)

@@ -15,11 +15,14 @@ COMMANDS=(
   "python -m experiments.driving_pr_iqn --preset quick"
   # carl_minibatch: PPO with CaRL vs Roach reward across mini-batch sizes -> results/carl_minibatch/quick/table.md
   "python -m experiments.carl_minibatch --preset quick"
+  # carl_minibatch medium: rollout batch 16,384, mini-batch 256..16,384, 2M steps/seed -> results/carl_minibatch/medium/table.md
+  "python -m experiments.carl_minibatch --preset medium"
 )
 TABLES=(
   "results/demo/quick"
   "results/driving_pr_iqn/quick"
   "results/carl_minibatch/quick"
+  "results/carl_minibatch/medium"
 )
 
 case "${1:-}" in
