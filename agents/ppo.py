@@ -356,10 +356,14 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
         frac = 1.0 - (count // steps_per_update) / num_updates
         return cfg.lr * frac
 
-    tx = optax.chain(
+    # the optimiser works on one raveled vector: one norm and one Adam kernel instead of one
+    # per parameter leaf. On the CPU, XLA spreads those per-leaf kernels over two worker
+    # threads and the hand-offs cost more than they save (measured 1 seed x 4 envs: 4.42 ->
+    # 3.90 ms per update); elementwise the same Adam.
+    tx = optax.flatten(optax.chain(
         optax.clip_by_global_norm(cfg.max_grad_norm),
         optax.adam(lr_schedule if cfg.anneal_lr else cfg.lr, eps=cfg.adam_eps),
-    )
+    ))
 
     def init(key: jax.Array) -> PPOState:
         key, k_net, k_env = jax.random.split(key, 3)
