@@ -105,7 +105,7 @@ PRESETS: dict[str, CarlMinibatchConfig] = {
         agent=_ppo(num_envs=32, num_steps=128, minibatch_size=256, total_timesteps=4096 * 60),
         name="quick"),
     # total batch 16,384 = 64 envs x 256 steps; mini-batch 256 .. 16,384 (64 .. 1 steps per
-    # epoch); ~2M env steps per seed (33 min on 2 CPU cores)
+    # epoch); ~2M env steps per seed (about 32 min on 2 CPU cores)
     "medium": CarlMinibatchConfig(
         agent=_ppo(num_envs=64, num_steps=256, minibatch_size=1024, total_timesteps=16384 * 120),
         name="medium", minibatch_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384)),
