@@ -8,6 +8,7 @@ with random actions, then prints the ratio.
 
     python scripts/bench_driving.py                       # defaults below
     python scripts/bench_driving.py --batches 1 256 4096 --highway-seconds 20
+    python scripts/bench_driving.py --highway-seconds 0   # no highway-env (e.g. on a GPU box)
 """
 
 from __future__ import annotations
@@ -82,13 +83,15 @@ def main() -> None:
     ap.add_argument("--vehicles", type=int, default=16)
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--steps", type=int, default=400_000, help="env steps per timed call")
-    ap.add_argument("--highway-seconds", type=float, default=15.0)
+    ap.add_argument("--highway-seconds", type=float, default=15.0,
+                    help="time highway-env for this long; 0 skips it (no ratio column)")
     args = ap.parse_args()
 
     print(f"host: {platform.node()} cpus={jax.local_device_count()} x {jax.devices()[0].platform}"
           f" ({jax.devices()[0].device_kind}); jax {jax.__version__}")
-    hw = bench_highway(args.vehicles, args.highway_seconds)
-    print(f"highway-env highway-v0 vehicles_count={args.vehicles}: {hw:,.1f} steps/s")
+    hw = bench_highway(args.vehicles, args.highway_seconds) if args.highway_seconds > 0 else None
+    if hw is not None:
+        print(f"highway-env highway-v0 vehicles_count={args.vehicles}: {hw:,.1f} steps/s")
     print(f"\nDrivingEnv preset={args.preset}, {args.vehicles} background vehicles, AutoReset, "
           "random continuous actions")
     print(f"{'obs':>6} {'batch':>6} {'compile s':>10} {'steps/s':>14} {'x highway-env':>14}")
@@ -98,11 +101,14 @@ def main() -> None:
     for obs_type, b, steps in jobs:  # print each row as it lands: long runs show progress
         r = bench_jax(b, obs_type, args.vehicles, args.preset, steps)
         rows.append(r)
+        ratio = f"{r['steps_per_s'] / hw:>14,.0f}" if hw else f"{'-':>14}"
         print(f"{r['obs']:>6} {r['batch']:>6} {r['compile_s']:>10.1f} {r['steps_per_s']:>14,.0f}"
-              f" {r['steps_per_s'] / hw:>14,.0f}", flush=True)
+              f" {ratio}", flush=True)
     best = max(rows, key=lambda r: r["steps_per_s"])
-    print(f"\nbest: {best['steps_per_s']:,.0f} steps/s ({best['obs']}, batch {best['batch']}) = "
-          f"{best['steps_per_s'] / hw:,.0f}x highway-env ({hw:,.1f} steps/s)")
+    line = f"\nbest: {best['steps_per_s']:,.0f} steps/s ({best['obs']}, batch {best['batch']})"
+    if hw:
+        line += f" = {best['steps_per_s'] / hw:,.0f}x highway-env ({hw:,.1f} steps/s)"
+    print(line)
 
 
 if __name__ == "__main__":

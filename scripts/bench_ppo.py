@@ -6,8 +6,8 @@
 Both sides use PureJaxRL's CartPole-v1 defaults (4 envs x 128 steps, 4 epochs
 x 4 minibatches, tanh 64x64 actor and critic, lr 2.5e-4 annealed) and are
 timed as `jit(vmap(train))` over seeds: compile time is measured apart (AOT
-lower + compile), then the compiled run is repeated and the best wall time
-counts. Steps/s = seeds x updates x num_envs x num_steps / run time.
+lower + compile), then the compiled run is warmed up once, repeated, and the
+best wall time counts. Steps/s = seeds x updates x num_envs x num_steps / run time.
 
 Our side runs envs.classic.CartPole (the same physics as gymnax CartPole-v1)
 through mo_rl's wrappers, with truncation bootstrapping (an extra batched
@@ -79,6 +79,7 @@ def time_fn(fn, keys, repeats: int) -> tuple[float, float, float, object]:
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(keys).compile()
     compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(keys))  # untimed warm-up (first-run allocations, GPU autotune)
     best, busy, out = np.inf, np.nan, None
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
