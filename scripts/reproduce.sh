@@ -17,12 +17,15 @@ COMMANDS=(
   "python -m experiments.carl_minibatch --preset quick"
   # carl_minibatch medium: rollout batch 16,384, mini-batch 256..16,384, 2M steps/seed -> results/carl_minibatch/medium/table.md
   "python -m experiments.carl_minibatch --preset medium"
+  # carl_minibatch long: medium's setting at mini-batch 256 and 16,384, 3x the steps (5.9M/seed) -> results/carl_minibatch/long/table.md
+  "python -m experiments.carl_minibatch --preset medium --name long --minibatch-sizes 256 16384 --agent.total-timesteps 5898240"
 )
 TABLES=(
   "results/demo/quick"
   "results/driving_pr_iqn/quick"
   "results/carl_minibatch/quick"
   "results/carl_minibatch/medium"
+  "results/carl_minibatch/long"
 )
 
 case "${1:-}" in
