@@ -330,8 +330,14 @@ def _episode_metrics(info: dict) -> dict[str, jax.Array]:
     return out
 
 
-def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
-    """PPO on `env` (a single, unbatched protocol env with vector reward (K,))."""
+def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
+               eval_env: Env | None = None) -> Agent:
+    """PPO on `env` (a single, unbatched protocol env with vector reward (K,)).
+
+    `eval_env` (same observations and actions, e.g. other episode-end rules) runs the
+    held-out episodes of `evaluate` instead of `env`, so agents trained on different
+    rewards can be scored under one protocol.
+    """
     if env.num_agents is not None:
         raise ValueError("PPO is single-agent; use agents.marl for multi-agent envs.")
     if env_params is None:
@@ -345,6 +351,10 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
         venv = NormalizeObs(venv)
 
     obs_shape = jax.eval_shape(env.reset, jax.random.key(0), env_params)[0]
+    if eval_env is not None and (
+            jax.eval_shape(eval_env.reset, jax.random.key(0), env_params)[0] != obs_shape
+            or eval_env.action_space(env_params) != env.action_space(env_params)):
+        raise ValueError("eval_env must have the observations and actions of env")
     leaf_ndims = tuple(len(leaf.shape) for leaf in jax.tree.leaves(obs_shape))
     net = ActorCritic(policy.num_outputs, leaf_ndims, cfg.hidden, cfg.activation,
                       cfg.shared_torso)
@@ -465,7 +475,7 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None) -> Agent:
             raw, _ = net.apply(state.params, obs)
             return policy.to_env(policy.greedy(raw))
 
-        ev = evaluate_policy(env, env_params, policy_fn, key, cfg.eval_episodes,
+        ev = evaluate_policy(eval_env or env, env_params, policy_fn, key, cfg.eval_episodes,
                              cfg.eval_max_steps)
         # flat for mo_rl.runner (as agents.iqn): per-episode return (E, K), lengths, env
         # episode metrics

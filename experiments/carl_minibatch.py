@@ -14,7 +14,11 @@ batch (num_envs x num_steps) while the mini-batch size sweeps; the number of
 gradient steps per update falls as the mini-batch grows, as in CaRL. Every
 (reward, mini-batch) pair trains the same seeds (vmapped, chunked and
 checkpointed by mo_rl.runner), then runs held-out evaluation episodes with
-the Beta-mean policy.
+the Beta-mean policy. Those episodes follow one rule set for both rewards by
+default (`--eval-rules common`: a red light is an infraction, not the end of
+the episode, as on CARLA's leaderboard), since CaRL's training rules would
+otherwise cut its evaluation routes short at every red light run. With
+`--resume`, complete runs are only re-evaluated (e.g. under other rules).
 
 Writes results/carl_minibatch/<name>/:
   table.md / table.csv   driving score, route completion, infraction score,
@@ -67,6 +71,9 @@ class CarlMinibatchConfig:
     num_vehicles: int = 8
     max_vehicles: int = 8
     obs_type: str = "vector"  # "bev" for the raster (CNN torso); expensive on CPU
+    # held-out episodes: "common" = one rule set for both rewards (red lights are penalties,
+    # not episode ends); "reward" = each reward's own training rules
+    eval_rules: str = "common"
     num_chunks: int = 4
     results_root: str = "results"
     runs_root: str = "runs"
@@ -78,6 +85,8 @@ class CarlMinibatchConfig:
         check(self, "rewards", len(self.rewards) > 0 and set(self.rewards) <= set(REWARDS),
               f"must be a non-empty subset of {REWARDS}")
         check(self, "obs_type", self.obs_type in ("vector", "bev"), "must be 'vector' or 'bev'")
+        check(self, "eval_rules", self.eval_rules in ("common", "reward"),
+              "must be 'common' or 'reward'")
         bs = self.agent.batch_size
         check(self, "minibatch_sizes", len(self.minibatch_sizes) > 0 and all(
             m > 0 and bs % m == 0 for m in self.minibatch_sizes),
@@ -118,12 +127,12 @@ PRESETS: dict[str, CarlMinibatchConfig] = {
 }
 
 
-def make_env(cfg: CarlMinibatchConfig, reward: str):
+def make_env(cfg: CarlMinibatchConfig, reward: str, episode_end: str = "reward"):
     from envs.driving import make_driving
 
     return make_driving(cfg.env_preset, reward=reward, action_type="continuous",
                         obs_type=cfg.obs_type, max_vehicles=cfg.max_vehicles,
-                        num_vehicles=cfg.num_vehicles)
+                        num_vehicles=cfg.num_vehicles, episode_end=episode_end)
 
 
 def summary_table(ev: pd.DataFrame) -> pd.DataFrame:
@@ -147,6 +156,15 @@ def _cell(table: pd.DataFrame, reward: str, mb: int, m: str) -> str:
     return f"{r['mean'] * s:.1f}{ci}"
 
 
+EVAL_RULES = {
+    "common": "Evaluation episodes of both rewards end under the same rules (collision, "
+              "off-road, route deviation, blocked, route completed, step limit); red lights "
+              "count as infractions without ending the episode.",
+    "reward": "Evaluation episodes end under each reward's training rules (CaRL's also end "
+              "on a red light).",
+}
+
+
 def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
     head = ["reward", "mini-batch", "SGD steps / epoch", "driving score", "route completion (%)",
             "infraction score", "success (%)", "collision (%)", "off-road (%)", "red lights / ep"]
@@ -163,7 +181,7 @@ def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
               "with >= 1 such event. Rollout batch fixed at "
               f"{cfg.agent.num_envs} envs x {cfg.agent.num_steps} steps = "
               f"{cfg.agent.batch_size}; {cfg.agent.update_epochs} epochs; "
-              f"{cfg.agent.total_timesteps} env steps per seed."]
+              f"{cfg.agent.total_timesteps} env steps per seed. " + EVAL_RULES[cfg.eval_rules]]
     return "\n".join(lines) + "\n"
 
 
@@ -225,16 +243,21 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
     out = Path(cfg.results_root) / STUDY / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     frames, timings = [], {}
+    # a resumed study whose runs were complete only re-evaluates: keep their training times
+    old = out / "timings.json"
+    old_runs = json.loads(old.read_text()).get("runs", {}) if cfg.resume and old.exists() else {}
     t_all = time.perf_counter()
     for reward in cfg.rewards:
         env, params = make_env(cfg, reward)
+        eval_env, _ = make_env(cfg, reward, episode_end=cfg.eval_rules)
         for mb in cfg.minibatch_sizes:
             acfg = dataclasses.replace(cfg.agent, minibatch_size=mb)
             label = f"{reward}_mb{mb}"
             print(f"[{label}] {env.name}: {cfg.seeds} seeds x {acfg.total_timesteps} steps, "
                   f"{acfg.num_minibatches} x {mb} per epoch", flush=True)
             t0 = time.perf_counter()
-            res = run(lambda c, env=env, params=params: make_agent(c, env, params), acfg,
+            res = run(lambda c, env=env, params=params, ev=eval_env: make_agent(
+                          c, env, params, eval_env=ev), acfg,
                       seeds=range(cfg.seeds), study=STUDY, run_name=f"{cfg.name}/{label}",
                       num_chunks=cfg.num_chunks, resume=cfg.resume, overwrite=not cfg.resume,
                       objectives=env.reward_spec.names, runs_root=cfg.runs_root,
@@ -242,6 +265,9 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
                       table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {label}")
             timings[label] = {"wall_s": round(time.perf_counter() - t0, 1), **{
                 k: res.info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
+            if res.info["resumed_from_chunk"] == cfg.num_chunks and label in old_runs:
+                timings[label] = {**old_runs[label],
+                                  "re_evaluated_wall_s": timings[label]["wall_s"]}
             frames.append(res.metrics.assign(reward=reward, minibatch_size=mb))
     df = pd.concat(frames, ignore_index=True)
     df = df[["reward", "minibatch_size"] + [c for c in df.columns
@@ -259,8 +285,13 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
     command = "python -m experiments.carl_minibatch " + " ".join(shlex.quote(a) for a in argv)
     (out / "command.txt").write_text(command + "\n")
     save_config(cfg, out / "study.json")
+    total = {"total_s": round(time.perf_counter() - t_all, 1)}
+    if old_runs and all("re_evaluated_wall_s" in t for t in timings.values()):
+        prev = json.loads(old.read_text())
+        total = {"total_s": prev["total_s"], "re_evaluated_total_s": total["total_s"],
+                 "trained_code_version": prev.get("code_version")}
     (out / "timings.json").write_text(json.dumps(
-        {"total_s": round(time.perf_counter() - t_all, 1), "runs": timings,
+        {**total, "runs": timings,
          "device": device_info(), "code_version": code_version()}, indent=2, default=str) + "\n")
     print(md)
     print(f"wrote {out}")

@@ -33,7 +33,8 @@ PRESETS: dict[str, dict] = {
 }
 
 
-ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_res", "num_obs_vehicles")
+ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_res", "num_obs_vehicles",
+              "episode_end")
 
 
 def find_carla_file(name: str) -> Path | None:

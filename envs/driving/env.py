@@ -22,7 +22,10 @@ blocked (CaRL list; timeout = step limit is truncation) and treats route
 completion as truncation (carl.md); "vector" / "roach" end on collision,
 off-road, route deviation and blocked, and route completion terminates.
 The step limit (`max_steps`) truncates and counts as a timeout infraction
-when the route is not finished.
+when the route is not finished. `episode_end="common"` applies the
+"vector" / "roach" rules whatever the reward, so policies trained on
+different rewards can be evaluated under one rule set (red lights then
+count as infractions without ending the episode, as on CARLA's leaderboard).
 
 Infractions (per step, counted in state): collision = exact box overlap
 (separating axes) of the ego with an active vehicle; off-road = the ego
@@ -124,14 +127,18 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
                  obs_type: str = "vector", max_vehicles: int = 16,
                  discrete_speeds: tuple[float, ...] = (0.0, 0.5, 1.0, 1.25),
                  discrete_offsets: tuple[float, ...] = (-1.5, 0.0, 1.5),
-                 bev_size: int = 64, bev_res: float = 0.5, num_obs_vehicles: int = 8):
+                 bev_size: int = 64, bev_res: float = 0.5, num_obs_vehicles: int = 8,
+                 episode_end: str = "reward"):
         if reward not in ("vector", "carl", "roach"):
             raise ValueError(f"reward must be 'vector', 'carl' or 'roach', got {reward!r}")
+        if episode_end not in ("reward", "common"):
+            raise ValueError(f"episode_end must be 'reward' or 'common', got {episode_end!r}")
         if action_type not in ("continuous", "discrete"):
             raise ValueError(f"action_type must be 'continuous' or 'discrete', got {action_type!r}")
         if obs_type not in ("vector", "bev"):
             raise ValueError(f"obs_type must be 'vector' or 'bev', got {obs_type!r}")
         self.reward = reward
+        self.episode_end = episode_end
         self.action_type = action_type
         self.obs_type = obs_type
         self.max_vehicles = max_vehicles
@@ -352,7 +359,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
 
         # termination
         fail = collide | off_road | deviate | blocked
-        if self.reward == "carl":
+        if self.reward == "carl" and self.episode_end == "reward":
             terminated = fail | red_run
             truncated = (complete | (t >= p.max_steps)) & ~terminated
         else:

@@ -21,6 +21,7 @@ from agents.ppo import (
 from envs.classic import CartPole, Pendulum
 from mo_rl.agent import make_train
 from mo_rl.spaces import Box, Discrete
+from mo_rl.wrappers import Wrapper
 
 
 # ---- losses ------------------------------------------------------------------
@@ -157,3 +158,24 @@ def test_ppo_solves_pendulum():
     """1e6 steps, Beta policy: measured about -160 (greedy) on 2 seeds."""
     _, ev = _train_and_eval(PPOConfig.pendulum(), Pendulum(), seeds=2)
     assert float(np.mean(ev["episode_return"])) >= -250.0
+
+
+class _EndsAtOnce(Wrapper):
+    """Every episode terminates after its first step."""
+
+    def step(self, key, state, action, params):
+        return self.env.step(key, state, action, params)._replace(terminated=jnp.array(True))
+
+
+def test_evaluate_runs_on_eval_env():
+    env = CartPole()
+    cfg = PPOConfig.cartpole(num_envs=2, num_steps=8, minibatch_size=8, total_timesteps=16,
+                             eval_episodes=3, eval_max_steps=50)
+    key = jax.random.key(0)
+    own = make_agent(cfg, env, env.default_params)
+    other = make_agent(cfg, env, env.default_params, eval_env=_EndsAtOnce(env))
+    state = own.init(key)
+    assert np.all(np.asarray(own.evaluate(state, key)["episode_length"]) > 1)
+    np.testing.assert_array_equal(other.evaluate(state, key)["episode_length"], 1)
+    with pytest.raises(ValueError, match="eval_env"):
+        make_agent(cfg, env, env.default_params, eval_env=Pendulum())

@@ -387,3 +387,32 @@ def test_bev_windowed_objects_equal_dense_rasterisation(res):
         np.testing.assert_array_equal(np.asarray(r.obs[..., 3]), np.asarray(veh))
         seen += int((np.asarray(veh) > 0).sum())
     assert seen > 0 and (np.asarray(route) > 0).any()  # vehicles and the route were drawn
+
+
+@pytest.mark.parametrize("episode_end, ends", [("reward", True), ("common", False)])
+def test_carl_red_light_ends_the_episode_only_under_its_own_rules(episode_end, ends):
+    env, params = make_driving("quick", reward="carl", num_vehicles=0, episode_end=episode_end)
+    rb = params.routes
+    stops = np.asarray(rb.stop_light)
+    route = int(np.nonzero((stops >= 0).any(1))[0][0])
+    stop_i = int(np.nonzero(stops[route] >= 0)[0][0])
+    _, st = env.reset_to_route(jax.random.PRNGKey(0), params, route)
+    start = max(stop_i - 10, 0)
+    st = st._replace(x=rb.xy[route, start, 0], y=rb.xy[route, start, 1],
+                     yaw=rb.yaw[route, start], prog=jnp.int32(start), v=jnp.float32(6.0))
+    red_params = params._replace(green_s=0.0, yellow_s=0.0, allred_s=100.0)
+    step = jax.jit(env.step)
+    s = st
+    for t in range(40):
+        r = step(jax.random.PRNGKey(t), s, jnp.array([0.0, 0.3]), red_params)
+        s = r.state
+        if bool(r.info["infractions"]["red_light"]):
+            assert bool(r.terminated) == ends
+            assert int(r.state.n_red_light) == 1  # an infraction under either rule set
+            return
+    pytest.fail("the ego never ran the red light")
+
+
+def test_episode_end_rejects_unknown_rules():
+    with pytest.raises(ValueError, match="episode_end"):
+        make_driving("quick", episode_end="leaderboard")

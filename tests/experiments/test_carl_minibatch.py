@@ -1,0 +1,32 @@
+"""The CaRL mini-batch study end to end at toy size: table, re-evaluation on --resume."""
+
+import dataclasses
+import json
+
+import pytest
+
+from experiments.carl_minibatch import PRESETS, CarlMinibatchConfig, main
+from mo_rl.config import ConfigError
+
+
+def test_study_writes_table_and_resume_only_re_evaluates(tmp_path):
+    cfg = dataclasses.replace(PRESETS["tiny"], rewards=("carl",), minibatch_sizes=(64,),
+                              seeds=1, results_root=str(tmp_path / "results"),
+                              runs_root=str(tmp_path / "runs"), progress=False)
+    out = tmp_path / "results" / "carl_minibatch" / "tiny"
+    main(cfg, ["--preset", "tiny"])
+    first = json.loads((out / "timings.json").read_text())
+    assert "red lights count as infractions" in (out / "table.md").read_text()
+
+    main(dataclasses.replace(cfg, resume=True, eval_rules="reward"), ["--resume"])
+    again = json.loads((out / "timings.json").read_text())
+    assert again["total_s"] == first["total_s"]  # training time kept, not overwritten
+    assert again["runs"]["carl_mb64"]["train_s"] == first["runs"]["carl_mb64"]["train_s"]
+    assert "re_evaluated_wall_s" in again["runs"]["carl_mb64"]
+    assert "CaRL's also end on a red light" in (out / "table.md").read_text()
+
+
+def test_eval_rules_are_checked():
+    with pytest.raises(ConfigError, match="eval_rules"):
+        dataclasses.replace(PRESETS["tiny"], eval_rules="leaderboard")
+    assert CarlMinibatchConfig(agent=PRESETS["quick"].agent).eval_rules == "common"
