@@ -186,24 +186,24 @@ def test_driving_off_road():
     assert d.min() > 0.5 * float(params.map.pt_width[0]) - 0.6
 
 
-def test_red_light_running_and_stopping():
-    env, params = make_driving("quick", num_vehicles=0)
+def _before_red_light(env, params):
+    """The ego 10 m before the first stop line of a light-controlled route at 6 m/s, with
+    params that keep every light red: (state, red params, stop index, light id)."""
     rb = params.routes
     stops = np.asarray(rb.stop_light)
     route = int(np.nonzero((stops >= 0).any(1))[0][0])
     stop_i = int(np.nonzero(stops[route] >= 0)[0][0])
-    light = int(stops[route, stop_i])
     _, st = env.reset_to_route(jax.random.PRNGKey(0), params, route)
-    # put the ego 10 m before the stop line and make that light red for a long time
     start = max(stop_i - 10, 0)
-    st = st._replace(
-        x=rb.xy[route, start, 0],
-        y=rb.xy[route, start, 1],
-        yaw=rb.yaw[route, start],
-        prog=jnp.int32(start),
-        v=jnp.float32(6.0),
-    )
+    st = st._replace(x=rb.xy[route, start, 0], y=rb.xy[route, start, 1],
+                     yaw=rb.yaw[route, start], prog=jnp.int32(start), v=jnp.float32(6.0))
     red_params = params._replace(green_s=0.0, yellow_s=0.0, allred_s=100.0)
+    return st, red_params, stop_i, int(stops[route, stop_i])
+
+
+def test_red_light_running_and_stopping():
+    env, params = make_driving("quick", num_vehicles=0)
+    st, red_params, stop_i, light = _before_red_light(env, params)
     assert int(env.lights(st, red_params)[light]) == sim.RED
     step = jax.jit(env.step)
     ran, s = False, st
@@ -392,15 +392,7 @@ def test_bev_windowed_objects_equal_dense_rasterisation(res):
 @pytest.mark.parametrize("episode_end, ends", [("reward", True), ("common", False)])
 def test_carl_red_light_ends_the_episode_only_under_its_own_rules(episode_end, ends):
     env, params = make_driving("quick", reward="carl", num_vehicles=0, episode_end=episode_end)
-    rb = params.routes
-    stops = np.asarray(rb.stop_light)
-    route = int(np.nonzero((stops >= 0).any(1))[0][0])
-    stop_i = int(np.nonzero(stops[route] >= 0)[0][0])
-    _, st = env.reset_to_route(jax.random.PRNGKey(0), params, route)
-    start = max(stop_i - 10, 0)
-    st = st._replace(x=rb.xy[route, start, 0], y=rb.xy[route, start, 1],
-                     yaw=rb.yaw[route, start], prog=jnp.int32(start), v=jnp.float32(6.0))
-    red_params = params._replace(green_s=0.0, yellow_s=0.0, allred_s=100.0)
+    st, red_params, _, _ = _before_red_light(env, params)
     step = jax.jit(env.step)
     s = st
     for t in range(40):
