@@ -330,6 +330,15 @@ def _episode_metrics(info: dict) -> dict[str, jax.Array]:
     return out
 
 
+def _same_interface(env: Env, other: Env, params: Any, obs_shape: Any) -> bool:
+    """Same observation shapes and action space kind / shape (the policy reads `other`'s
+    observations and maps its actions with `env`'s space)."""
+    if jax.eval_shape(other.reset, jax.random.key(0), params)[0] != obs_shape:
+        return False
+    a, b = env.action_space(params), other.action_space(params)
+    return type(a) is type(b) and a.shape == b.shape and getattr(a, "n", 0) == getattr(b, "n", 0)
+
+
 def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
                eval_env: Env | None = None) -> Agent:
     """PPO on `env` (a single, unbatched protocol env with vector reward (K,)).
@@ -351,10 +360,8 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         venv = NormalizeObs(venv)
 
     obs_shape = jax.eval_shape(env.reset, jax.random.key(0), env_params)[0]
-    if eval_env is not None and (
-            jax.eval_shape(eval_env.reset, jax.random.key(0), env_params)[0] != obs_shape
-            or eval_env.action_space(env_params) != env.action_space(env_params)):
-        raise ValueError("eval_env must have the observations and actions of env")
+    if eval_env is not None and not _same_interface(env, eval_env, env_params, obs_shape):
+        raise ValueError("eval_env must have the observation and action shapes of env")
     leaf_ndims = tuple(len(leaf.shape) for leaf in jax.tree.leaves(obs_shape))
     net = ActorCritic(policy.num_outputs, leaf_ndims, cfg.hidden, cfg.activation,
                       cfg.shared_torso)

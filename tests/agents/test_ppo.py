@@ -179,3 +179,10 @@ def test_evaluate_runs_on_eval_env():
     np.testing.assert_array_equal(other.evaluate(state, key)["episode_length"], 1)
     with pytest.raises(ValueError, match="eval_env"):
         make_agent(cfg, env, env.default_params, eval_env=Pendulum())
+    with pytest.raises(ValueError, match="eval_env"):
+        make_agent(cfg, env, env.default_params, eval_env=_ThreeActions(env))
+
+
+class _ThreeActions(Wrapper):
+    def action_space(self, params):
+        return Discrete(3)
