@@ -52,7 +52,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from mo_rl.agent import Agent
+from mo_rl.agent import Agent, all_finite
 from mo_rl.config import check, check_choice, check_non_negative, check_positive, check_range
 from mo_rl.dominance import TIE_BREAKS, subset_greedy_action
 from mo_rl.networks import torso_for
@@ -452,10 +452,13 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
 
         def learn_fn(s):
             s, m = jax.lax.scan(grad_step, s, jax.random.split(k_grad, cfg.gradient_steps))
-            return s, jax.tree.map(jnp.mean, m)
+            m = jax.tree.map(jnp.mean, m)
+            finite = jnp.isfinite(m["loss"]) & all_finite(s.params)
+            return s, {**m, "learned": jnp.bool_(True), "finite": finite}
 
-        def skip_fn(s):
-            return s, {"loss": jnp.float32(jnp.nan), "q_mean": jnp.float32(jnp.nan)}
+        def skip_fn(s):  # warm-up: no gradient step, NaN losses, flagged by `learned`
+            return s, {"loss": jnp.float32(jnp.nan), "q_mean": jnp.float32(jnp.nan),
+                       "learned": jnp.bool_(False), "finite": jnp.bool_(True)}
 
         if cfg.gradient_steps > 0:
             state, lm = jax.lax.cond(learn, learn_fn, skip_fn, state)

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from mo_rl.agent import Agent
+from mo_rl.agent import Agent, all_finite
 from mo_rl.env import Env
 from mo_rl.gae import gae, next_values
 from mo_rl.networks import orthogonal, torso_for
@@ -466,7 +466,10 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         (params, opt_state, _), losses = jax.lax.scan(
             epoch, (params, state.opt_state, batch), perms)
         env_steps = state.env_steps + cfg.batch_size
-        metrics = {"env_steps": env_steps, **_episode_metrics(ep_info),
+        # "finite": every loss of every SGD step and every parameter after the update is
+        # finite (the runner stops a run at the first update where it is False)
+        finite = jnp.all(jnp.isfinite(losses)) & all_finite(params)
+        metrics = {"env_steps": env_steps, **_episode_metrics(ep_info), "finite": finite,
                    **dict(zip(loss_names, losses.reshape(-1, len(loss_names)).mean(0),
                               strict=True))}
         new_state = PPOState(params, opt_state, env_state, obs, key, env_steps)

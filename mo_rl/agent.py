@@ -17,7 +17,11 @@ checkpoint, resume exactly and show progress between chunks.
 Metric conventions (so progress lines, tables and plots can read any agent):
 `env_steps` (cumulative env transitions of this seed), `episode_return`
 ((K,) mean return per objective of episodes finished in the iteration, NaN
-when none finished), `episode_length`, `loss`.
+when none finished), `episode_length`, `loss`, and `finite` (bool: every loss and
+parameter of the iteration is finite; the runner stops a run at the first False).
+An agent that may skip learning in an iteration (IQN before `learning_starts`)
+reports `learned` (bool) and NaN losses for the skipped iterations, so warm-up
+and divergence are told apart by `learned`, not by the loss value.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 
 class Agent(NamedTuple):
@@ -33,6 +38,13 @@ class Agent(NamedTuple):
     update: Callable[[Any], tuple[Any, dict[str, jax.Array]]]
     evaluate: Callable[[Any, jax.Array], dict[str, jax.Array]]
     num_updates: int
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True iff every floating-point leaf of `tree` is finite (bool scalar, jittable)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def run_updates(agent: Agent, state: Any, num: int) -> tuple[Any, dict[str, jax.Array]]:
