@@ -53,6 +53,7 @@ import optax
 from flax import struct
 
 from mo_rl.agent import Agent, all_finite
+from mo_rl.batching import batched
 from mo_rl.config import check, check_choice, check_non_negative, check_positive, check_range
 from mo_rl.dominance import TIE_BREAKS, subset_greedy_action
 from mo_rl.networks import torso_for
@@ -62,7 +63,6 @@ from mo_rl.reward import RewardSpec
 from mo_rl.rollout import evaluate_policy
 from mo_rl.scalarize import KINDS as SCALARIZATIONS
 from mo_rl.scalarize import scalarizer
-from mo_rl.wrappers import AutoReset, EpisodeStats, VmapEnv
 
 VARIANTS = ("iqn", "ensemble", "pr_iqn")
 
@@ -285,7 +285,7 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
         scal = scalarizer(spec, cfg.scalarization, **kw)
         reward_view = lambda r: scal(r)[..., None]  # (..., 1)
 
-    venv = VmapEnv(EpisodeStats(AutoReset(env)), cfg.num_envs)
+    venv = batched(env, cfg.num_envs)  # vmapped JAX env, or host envs batched on the host
     net = QuantileNetwork(num_actions, num_obj, obs_shape, tuple(cfg.hidden), cfg.activation,
                           cfg.num_cosines, cfg.head_hidden)
     total_grad_steps = max(1, cfg.num_updates * cfg.gradient_steps)

@@ -29,6 +29,7 @@ import optax
 from flax import struct
 
 from mo_rl.agent import Agent, all_finite
+from mo_rl.batching import batched
 from mo_rl.env import Env
 from mo_rl.gae import gae, next_values
 from mo_rl.networks import orthogonal, torso_for
@@ -36,7 +37,7 @@ from mo_rl.rollout import evaluate_policy
 from mo_rl.scalarize import KINDS as SCALARIZATIONS
 from mo_rl.scalarize import scalarizer
 from mo_rl.spaces import Box, Discrete
-from mo_rl.wrappers import AutoReset, EpisodeStats, NormalizeObs, VmapEnv
+from mo_rl.wrappers import NormalizeObs
 
 BETA_EPS = 1e-6  # keeps Beta samples off {0, 1}, where log_prob is -inf
 
@@ -355,7 +356,7 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
     scal = scalarizer(env.reward_spec, cfg.scalarization, **cfg.scalarization_kwargs)
     policy = make_policy(env.action_space(env_params))
 
-    venv = VmapEnv(EpisodeStats(AutoReset(env)), cfg.num_envs)
+    venv = batched(env, cfg.num_envs)  # vmapped JAX env, or host envs batched on the host
     if cfg.normalize_obs:
         venv = NormalizeObs(venv)
 

@@ -94,7 +94,7 @@ def evaluate_policy(
         return ret, t, done, metrics
 
     keys = jax.random.split(key, num_episodes)
-    if sequential:
+    if sequential or getattr(env.unwrapped, "is_host_env", False):  # host envs: no vmap
         returns, lengths, finished, metrics = jax.lax.map(episode, keys)
     else:
         returns, lengths, finished, metrics = jax.vmap(episode)(keys)

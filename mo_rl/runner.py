@@ -19,9 +19,30 @@ What it does, in order:
 5. At the end: `vmap(evaluate)` on held-out keys, then results/<study>/<run>/
    (mo_rl.results: config, code version, device, metrics.csv, table, plot).
 
-A checkpoint from another config (hash), with other shapes, or damaged
-raises a CheckpointError; a run directory that already holds checkpoints is
-never overwritten unless `resume=True` (continue) or `overwrite=True`.
+Run identity: everything that shapes the run is hashed into the checkpoint
+and stored next to it (meta.json "identity"): the agent config; seeds, chunking,
+grid and study name; and what the caller passes as `identity`, by convention
+{"env": env_identity(env, params), "study": study_identity(cfg)} (env class and
+constructor settings, every env param (arrays by SHA-256), the wrapper stack,
+and the study config without its run-time fields). A resume with any difference
+is refused with a CheckpointMismatchError naming each differing field; so is a
+checkpoint with other shapes, and a damaged one raises CheckpointCorruptError.
+A run directory that already holds checkpoints is never overwritten unless
+`resume=True` (continue) or `overwrite=True`.
+
+Divergence: after every chunk the runner reads the agents' per-update
+"finite" flag (mo_rl.agent). At the first chunk with a False it stops with a
+NonFiniteError naming the seed, the update and the non-finite metric(s) of
+that update; that chunk is not checkpointed (the last good checkpoint stays)
+and no results are written. `allow_nonfinite=True` (CLI --allow-nonfinite)
+trains on and writes results, recording the divergence in run.json.
+
+Provenance: results under the repository need a clean tree or
+`allow_dirty=True` (--allow-dirty; checked before training, mo_rl.results).
+run.json keeps the command history of the run (runs/<study>/<run>/commands.json):
+the training command, then each resume and re-evaluation, each with its code
+version. `allow_nonfinite`, `allow_dirty` and `command` default to the study
+CLI's (mo_rl.config.run_flags).
 
 Grids: pass `grid={"lr": [...], ...}` (see mo_rl.sweep.make_grid) and an agent
 whose `init(key, point)` puts the point's values into its state (e.g. the
@@ -47,11 +68,12 @@ import pandas as pd
 
 from mo_rl import sweep
 from mo_rl.agent import Agent, run_updates
+from mo_rl.batching import map_runs
 from mo_rl.checkpoint import CheckpointCorruptError, Checkpointer, CheckpointError
-from mo_rl.config import ConfigError, config_hash, save_config
+from mo_rl.config import ConfigError, config_hash, run_flags, save_config, to_dict
 from mo_rl.metrics_log import MetricsLogger, flatten_metrics
 from mo_rl.progress import ProgressLine, summarize_chunk
-from mo_rl.results import code_version, write_results
+from mo_rl.results import check_clean, code_version, provenance, write_results
 from mo_rl.watchdog import StallWatchdog
 
 EVAL_FOLD = 0x7FFF_FFFF  # eval keys = fold_in(seed key, EVAL_FOLD): disjoint from training use
@@ -59,6 +81,105 @@ EVAL_FOLD = 0x7FFF_FFFF  # eval keys = fold_in(seed key, EVAL_FOLD): disjoint fr
 
 class RunExistsError(CheckpointError):
     """The run directory already holds checkpoints and neither resume nor overwrite was set."""
+
+
+class NonFiniteError(RuntimeError):
+    """An update produced a non-finite loss or parameter (see `run`'s allow_nonfinite)."""
+
+
+# metrics that are NaN by convention (no episode finished in the update), not divergence
+_NAN_BY_CONVENTION = ("episode_return", "episode_length")
+
+# study-config fields that never change what a run computes (where things are written,
+# whether to resume, how progress is shown): left out of the run identity
+RUNTIME_FIELDS = ("name", "resume", "progress", "results_root", "runs_root")
+
+
+def _identity_value(x: Any) -> Any:
+    """A JSON leaf for one env param / attribute: scalars as values, arrays by digest."""
+    import hashlib
+
+    if isinstance(x, (bool, int, float, str)) or x is None:
+        return x
+    a = np.asarray(x)
+    if a.dtype == object:
+        return repr(x)
+    if a.size == 1:
+        return a.reshape(()).item()
+    digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+    return f"array{list(a.shape)} {a.dtype} sha256:{digest}"
+
+
+def _attrs(obj: Any) -> dict[str, Any]:
+    out = {}
+    for k, v in sorted(vars(obj).items()):
+        if k.startswith("_") or callable(v):
+            continue
+        if isinstance(v, (list, tuple)):
+            out[k] = [_identity_value(x) for x in v]
+        elif hasattr(v, "describe") and hasattr(v, "names"):  # a RewardSpec
+            out[k] = {"names": list(v.names), "order": v.describe()}
+        elif isinstance(v, (bool, int, float, str, np.ndarray, jax.Array)) or v is None:
+            out[k] = _identity_value(v)
+    return out
+
+
+def env_identity(env: Any, params: Any = None) -> dict[str, Any]:
+    """What identifies an env for a run: the wrapper stack (outermost first, each with
+    its settings), the base env's class and constructor settings, and every field of
+    `params` (default: env.default_params); arrays are named by shape, dtype and SHA-256.
+    """
+    stack, e = [], env
+    while True:
+        stack.append({"class": f"{type(e).__module__}.{type(e).__qualname__}", **_attrs(e)})
+        inner = e.__dict__.get("_env")
+        if inner is None:
+            break
+        e = inner
+    if params is None:
+        params = env.default_params
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    fields = {jax.tree_util.keystr(k).lstrip(".") or "params": _identity_value(v)
+              for k, v in leaves}
+    return {"name": e.name, "stack": stack, "params": fields}
+
+
+def study_identity(cfg: Any, drop: Sequence[str] = ()) -> dict[str, Any]:
+    """A study config as run identity: every field except RUNTIME_FIELDS and `drop`
+    (fields a study documents as not shaping a single run, e.g. the list of sweep
+    values whose current value is already in the agent config)."""
+    d = to_dict(cfg)
+    return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS and k not in drop}
+
+
+def _first_nonfinite(m: Mapping[str, np.ndarray]) -> tuple[int, int] | None:
+    """(run, update-in-chunk) of the first update (in time, then run) flagged not finite."""
+    if "finite" in m:
+        ok = np.asarray(m["finite"], bool)
+    elif "loss" in m:  # an agent without the flag: its loss, where it learned
+        loss = np.asarray(m["loss"], np.float64)
+        ok = np.isfinite(loss).reshape(loss.shape[:2] + (-1,)).all(-1)
+        if "learned" in m:
+            ok |= ~np.asarray(m["learned"], bool)
+    else:
+        return None
+    ok = ok.reshape(ok.shape[:2] + (-1,)).all(-1)  # [R, C]
+    bad = np.argwhere(~ok)
+    if not bad.size:
+        return None
+    r, u = min(bad.tolist(), key=lambda x: (x[1], x[0]))
+    return int(r), int(u)
+
+
+def _nonfinite_metrics(m: Mapping[str, np.ndarray], r: int, u: int) -> list[str]:
+    names = []
+    for k, v in m.items():
+        if k in ("finite", "learned") or k.split("/")[0] in _NAN_BY_CONVENTION:
+            continue
+        a = np.asarray(v)
+        if a.ndim >= 2 and np.issubdtype(a.dtype, np.floating) and not np.isfinite(a[r, u]).all():
+            names.append(k)
+    return names
 
 
 @dataclass
@@ -135,6 +256,10 @@ def run(
     table_metrics: Sequence[str] | None = None,
     title: str = "",
     stall_timeout_s: float | None = 300.0,
+    identity: Mapping[str, Any] | None = None,
+    allow_nonfinite: bool | None = None,
+    allow_dirty: bool | None = None,
+    command: str | None = None,
 ) -> RunResult:
     """Train every (grid point x) seed of `config`, checkpointing, then evaluate and report.
 
@@ -146,7 +271,14 @@ def run(
     stall_timeout_s: on the CPU backend, exit with code 75 and a resume hint when
     the process burns no CPU for that long while training (mo_rl.watchdog);
     None disables it.
+    identity: what else shapes the run besides the agent config (see the module
+    doc: {"env": env_identity(env, params), "study": study_identity(cfg)}).
+    allow_nonfinite / allow_dirty / command: None = the study CLI's (run_flags()).
     """
+    flags = run_flags()
+    allow_nonfinite = flags.allow_nonfinite if allow_nonfinite is None else allow_nonfinite
+    allow_dirty = flags.allow_dirty if allow_dirty is None else allow_dirty
+    command = flags.command if command is None else command
     agent = make_agent if isinstance(make_agent, Agent) else make_agent(config)
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -171,13 +303,19 @@ def run(
         run_seeds = seeds * g
     n_runs = len(run_seeds)
     objectives = list(objectives) if objectives else None
+    results_dir = Path(results_root) / study / run_name if results_root is not None else None
+    if results_dir is not None and main:
+        check_clean(results_dir, allow_dirty)  # refuse a dirty tree now, not after training
     ver = code_version()
-    chash = config_hash(config, {
-        "seeds": seeds, "num_chunks": num_chunks, "num_updates": agent.num_updates,
-        "grid": _grid_lists(grid), "study": study,
-    })
+    ident = json.loads(json.dumps(to_dict({
+        "agent": config,
+        "run": {"seeds": seeds, "num_chunks": num_chunks, "num_updates": agent.num_updates,
+                "grid": _grid_lists(grid), "study": study},
+        **dict(identity or {}),
+    }), default=str))
+    chash = config_hash(ident)
     run_dir = Path(runs_root) / study / run_name
-    ckpt = Checkpointer(run_dir / "ckpt", chash, code_version=ver)
+    ckpt = Checkpointer(run_dir / "ckpt", chash, code_version=ver, identity=ident)
     metrics_dir = run_dir / "chunk_metrics"
 
     # ---- compiled pieces ---------------------------------------------------------------
@@ -199,8 +337,9 @@ def run(
         if chunk % tap_every:
             raise ConfigError("progress_every", f"must divide the chunk of {chunk} updates "
                               f"(got {tap_every})")
-    vagent = Agent(init=jax.vmap(agent.init), update=jax.vmap(agent.update),
-                   evaluate=jax.vmap(agent.evaluate), num_updates=agent.num_updates)
+    # vmap over runs; lax.map (runs one after another) for agents on host envs
+    vagent = Agent(init=map_runs(agent.init), update=map_runs(agent.update),
+                   evaluate=map_runs(agent.evaluate), num_updates=agent.num_updates)
     init_fn = jit(vagent.init)
     chunk_body = make_chunk(vagent, chunk, tap_every, _cb)
     chunk_fn = jit(chunk_body)
@@ -240,10 +379,21 @@ def run(
     elif resume and main:
         print(f"[{study}/{run_name}] no checkpoint under {ckpt.directory}: starting from scratch")
 
+    history_file = run_dir / "commands.json"
+    history: list[dict[str, Any]] = []
+    if start > 0 and history_file.is_file():
+        history = json.loads(history_file.read_text())
+    kind = "train" if start == 0 else "re-evaluate" if start == num_chunks else "resume"
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.json")
+        (run_dir / "identity.json").write_text(json.dumps(ident, indent=1) + "\n")
+        history.append({"kind": kind, "command": command, "code_version": ver,
+                        "chunks": [start, num_chunks if stop_after is None
+                                   else min(num_chunks, max(stop_after, start))],
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        history_file.write_text(json.dumps(history, indent=1, default=str) + "\n")
     logger = None
     if main:
         logger = MetricsLogger(run_dir, tensorboard=tensorboard, wandb=wandb, config=config)
@@ -273,9 +423,10 @@ def run(
     line.start(steps=0)
     t_train = time.perf_counter()
     steps_done = 0
+    diverged: dict[str, Any] | None = None
 
     def finish(c: int, s: Any, m: Any) -> None:
-        nonlocal steps_done
+        nonlocal steps_done, diverged
         hm = flat_dict(sweep.to_host(m))
         stored.append(hm)
         if main:
@@ -286,6 +437,28 @@ def run(
         if line.total <= 1 and steps_done > 0:
             line.set_total(round(steps_done / ((c + 1) * chunk) * agent.num_updates))
         line.update(steps_done, ret)
+        bad = _first_nonfinite(hm) if diverged is None else None
+        if bad is not None:
+            r, u = bad
+            names = _nonfinite_metrics(hm, r, u) or ["parameters (every reported metric "
+                                                     "is finite)"]
+            diverged = {"seed": run_seeds[r], "run": r, "update": c * chunk + u + 1,
+                        "chunk": c + 1, "metrics": names}
+            where = (f"seed {run_seeds[r]}" + (f" (grid point {r // len(seeds)})"
+                                               if points is not None else "")
+                     + f", update {c * chunk + u + 1} of {agent.num_updates} (chunk {c + 1}/"
+                     f"{num_chunks})")
+            if not allow_nonfinite:
+                raise NonFiniteError(
+                    f"{study}/{run_name}: non-finite update at {where}: non-finite "
+                    f"{', '.join(names)}. Stopped; chunk {c + 1} was not checkpointed, the "
+                    f"last good checkpoint holds {ckpt.latest() or 0}/{num_chunks} chunks, no "
+                    "results were written. Fix the cause (e.g. a smaller learning rate) and "
+                    "start over, or pass allow_nonfinite=True (--allow-nonfinite) to train on "
+                    "and tabulate this run anyway.")
+            warnings.warn(f"{study}/{run_name}: non-finite update at {where} "
+                          f"({', '.join(names)}); continuing because allow_nonfinite is set",
+                          RuntimeWarning, stacklevel=2)
         if (c + 1) % checkpoint_every == 0 or c + 1 == num_chunks:
             ckpt.save(c + 1, s)
 
@@ -310,6 +483,10 @@ def run(
                 state = new_state
             if pending is not None:
                 finish(*pending)
+    except NonFiniteError:
+        if logger is not None:
+            logger.close()
+        raise
     finally:
         line.close()
         if logger is not None and end < num_chunks:
@@ -323,6 +500,7 @@ def run(
         "compile_s": round(compile_s, 3), "train_s": round(train_s, 3),
         "env_steps_total": steps_done,
         "steps_per_s": round(steps_done / train_s, 1) if train_s > 0 and start == 0 else None,
+        "nonfinite": diverged,
     }
     if end < num_chunks:
         return RunResult(state, train, None, None, False, run_dir, None, None, info)
@@ -334,19 +512,25 @@ def run(
     ev = eval_reduce(ev_raw, k)
     df = None
     table = None
-    results_dir = None
     if main:
         frames.append(frame(ev, agent.num_updates, "eval"))
         logger.log(frames[-1])
         logger.close()
         df = pd.concat(frames, ignore_index=True)
-        if results_root is not None:
-            results_dir = Path(results_root) / study / run_name
+        if results_dir is not None:
             group_by = list(grid) if grid is not None else []
-            table = write_results(results_dir, config=config, metrics=df, run_info=info,
-                                  table_metrics=table_metrics, group_by=group_by,
-                                  title=title or f"{study} / {run_name}")
-    return RunResult(state, train, ev, df, True, run_dir, results_dir, table, info)
+            if diverged is not None:  # only reached with allow_nonfinite: say so in the table
+                title = (f"{title or f'{study} / {run_name}'} [NON-FINITE from update "
+                         f"{diverged['update']}, seed {diverged['seed']}; --allow-nonfinite]")
+            prov = provenance(results_dir, command=command, kind=kind, allow_dirty=allow_dirty,
+                              history=history[:-1])
+            prov["commands"] = history  # the run's own history (train, resumes, re-evaluations)
+            table = write_results(results_dir, config=config, metrics=df,
+                                  run_info={**info, "identity": ident}, table_metrics=table_metrics,
+                                  group_by=group_by, title=title or f"{study} / {run_name}",
+                                  provenance_info=prov)
+    return RunResult(state, train, ev, df, True, run_dir, results_dir if main else None, table,
+                     info)
 
 
 def make_chunk(

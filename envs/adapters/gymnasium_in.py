@@ -23,12 +23,21 @@ adapter = one host env, stepped sequentially (VmapEnv cannot batch it; use
 lax.cond, i.e. only when an episode ends. Each step is a device->host->device
 round trip; host `info` dicts are dropped (info == {}). Release the host env
 with `close()`.
+
+Training batches: `mo_rl.batching.batched(adapter, n)` (what every agent calls)
+returns `adapter.make_batched(n)`: a HostBatchedEnv whose ONE callback per step
+drives a gymnasium SyncVectorEnv (or AsyncVectorEnv, one process per env, with
+`vector="async"`) of n fresh copies in SAME_STEP auto-reset mode, seeded from
+the reset keys. Vector rewards travel through each copy's info
+(`_RewardToInfo`), since gymnasium's vector envs store scalar rewards only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -38,6 +47,7 @@ import numpy as np
 from flax import struct
 from jax.experimental import io_callback
 
+from mo_rl.batching import HostBatchedEnv, seed_from_key
 from mo_rl.env import Env, StepResult
 from mo_rl.reward import RewardSpec
 from mo_rl.spaces import Box, Discrete
@@ -82,11 +92,6 @@ def _struct(space: Box | Discrete) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(tuple(space.shape), np.dtype(space.dtype))
 
 
-def seed_from_key(key: jax.Array) -> jax.Array:
-    """The host reset seed drawn from a JAX key (int32 scalar)."""
-    return jax.random.randint(key, (), 0, 2**31 - 1, dtype=jnp.int32)
-
-
 def make_host_env(env_id: str, **kwargs: Any) -> gymnasium.Env:
     """gymnasium.make, with MO-Gymnasium's ids registered when it is installed."""
     with contextlib.suppress(ImportError):
@@ -110,10 +115,15 @@ class GymnasiumIn(Env):
         reward_names: tuple[str, ...] | None = None,
         relations: tuple[str, ...] = (),
         reward_info_key: str | None = None,
+        vector: str = "sync",
         **make_kwargs: Any,
     ):
+        if vector not in ("sync", "async"):
+            raise ValueError(f"vector must be 'sync' or 'async' (got {vector!r})")
+        self.vector = vector
         host = make_host_env(env, **make_kwargs) if isinstance(env, str) else env
         self.host = host
+        self._make_copy = _copier(env, host, make_kwargs)
         if reward_info_key is None and hasattr(host.unwrapped, "reward_vector_info_key"):
             reward_info_key = host.unwrapped.reward_vector_info_key  # mo_rl's own exporter
         self.reward_info_key = reward_info_key
@@ -153,6 +163,11 @@ class GymnasiumIn(Env):
 
     def action_space(self, params) -> Box | Discrete:
         return self._act_space
+
+    def make_batched(self, num_envs: int) -> HostBatchedEnv:
+        """`num_envs` fresh copies of the host env as one gymnasium vector env per
+        `reset` (what mo_rl.batching.batched returns for this adapter)."""
+        return HostBatchedEnv(self, num_envs, lambda: _VectorBackend(self, num_envs))
 
     # ---- host side ---------------------------------------------------------
     def _obs(self, obs) -> np.ndarray:
@@ -224,6 +239,79 @@ class GymnasiumIn(Env):
         host = _HOST_ENVS.pop(self.handle, None)
         if host is not None:
             host.close()
+
+
+def _copier(env: gymnasium.Env | str, host: gymnasium.Env,
+            make_kwargs: dict[str, Any]) -> Callable[[], gymnasium.Env]:
+    """How to build another copy of the host env (for vector envs)."""
+    if isinstance(env, str):
+        return lambda: make_host_env(env, **make_kwargs)
+    if host.spec is not None:
+        return lambda: gymnasium.make(host.spec)
+    return lambda: copy.deepcopy(host)
+
+
+class _RewardToInfo(gymnasium.Wrapper):
+    """Moves the (vector) reward into info["mo_rl_reward"] and returns 0.0, so that
+    gymnasium's vector envs (scalar reward buffers) can carry it."""
+
+    def __init__(self, env: gymnasium.Env, info_key: str | None):
+        super().__init__(env)
+        self.info_key = info_key
+
+    def step(self, action):
+        obs, reward, term, trunc, info = self.env.step(action)
+        if self.info_key is not None:
+            reward = info[self.info_key]
+        info = {**info, "mo_rl_reward": np.asarray(reward, np.float32).reshape(-1)}
+        return obs, 0.0, term, trunc, info
+
+
+class _VectorBackend:
+    """One gymnasium vector env (SAME_STEP auto-reset) for a HostBatchedEnv."""
+
+    def __init__(self, adapter: GymnasiumIn, num_envs: int):
+        self.adapter = adapter
+        vector_reward = adapter.vector_reward or adapter.reward_info_key is not None
+        key = adapter.reward_info_key
+        make = adapter._make_copy
+        fns = [(lambda: _RewardToInfo(make(), key)) if vector_reward else make] * num_envs
+        cls = (gymnasium.vector.AsyncVectorEnv if adapter.vector == "async"
+               else gymnasium.vector.SyncVectorEnv)
+        self.vec = cls(fns, autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+        self.vector_reward = vector_reward
+        self.discrete = isinstance(adapter.action_space(None), Discrete)
+        self.act_dtype = self.vec.single_action_space.dtype
+
+    def reset(self, seeds: np.ndarray | None) -> np.ndarray:
+        obs, _ = self.vec.reset(seed=None if seeds is None else [int(x) for x in seeds])
+        return obs
+
+    def step(self, actions: np.ndarray):
+        actions = actions.astype(np.int64 if self.discrete else self.act_dtype)
+        obs, reward, term, trunc, info = self.vec.step(actions)
+        done = term | trunc
+        final = np.array(obs, copy=True)
+        if done.any():
+            final[done] = np.stack(info["final_obs"][done])
+        if self.vector_reward:
+            reward = _batched_info(info, "mo_rl_reward", done)
+        else:
+            reward = np.asarray(reward, np.float32)[:, None]
+        return obs, reward, term, trunc, final, {}
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+def _batched_info(info: dict[str, Any], key: str, done: np.ndarray) -> np.ndarray:
+    """info[key] of every env: SAME_STEP mode keeps the finishing step's info of the envs
+    that just reset under info["final_info"]."""
+    out = np.asarray(info[key], np.float32) if key in info else None
+    if done.any():
+        fin = np.asarray(info["final_info"][key], np.float32)
+        out = fin if out is None else np.where(done.reshape(-1, *[1] * (fin.ndim - 1)), fin, out)
+    return out
 
 
 def make_gymnasium(env_id: str, **kwargs: Any) -> tuple[GymnasiumIn, HostEnvParams]:
