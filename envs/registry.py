@@ -85,3 +85,21 @@ for _name, _path in {
 }.items():
     register(_name, from_class(_path))
 register("Driving", "envs.driving:make_driving")  # make("Driving", preset="quick", reward=...)
+
+
+def _coopetition(game: str) -> Factory:
+    """Lazy factory: importing envs does not import the coopetition games."""
+
+    def factory(**kwargs: Any) -> tuple[Any, Any]:
+        return importlib.import_module("envs.coopetition.games").make_game(game, **kwargs)
+
+    return factory
+
+
+# make("PublicGoods-v0", reward_mode="cooperative"); a test checks every game of
+# envs.coopetition.games.GAMES is listed here
+for _game in ("TrustDilemma", "PartnerHoldUp", "RenaultNissan", "SLCD", "PlatformEcosystem",
+              "TeamProduction", "LoyaltyTeam", "PublicGoods", "ApacheProject",
+              "ReciprocalDilemma", "GiftExchange", "IndirectReciprocity", "GraduatedSanction",
+              "AppleAppStore"):
+    register(f"{_game}-v0", _coopetition(f"{_game}-v0"))
