@@ -191,7 +191,9 @@ class CoopetitionEnv(Env):
                                 jnp.asarray(state.t, jnp.float32)[None]]).astype(jnp.float32)
 
     def observation_space(self, params: CoopParams) -> Box:
-        return Box(-jnp.inf, jnp.inf, (self.num_agents, self.obs_dim))
+        """Actions lie in [0, max e]; trust, reputation, D and t / max_steps in [0, 1]."""
+        high = max(float(np.max(np.asarray(params.endowment))), 1.0)
+        return Box(0.0, high, (self.num_agents, self.obs_dim))
 
     def action_space(self, params: CoopParams) -> Box:
         high = np.asarray(params.endowment, np.float32).reshape(self.num_agents, 1)
