@@ -2,14 +2,17 @@
 
 Layout: <dir>/chunk_000012/{state/ (orbax StandardCheckpointer), meta.json}.
 Nothing here unpickles: orbax stores arrays with tensorstore and JSON
-metadata, and meta.json holds the config hash, chunk index, code version,
-the tree layout (paths, shapes, dtypes) and a SHA-256 of the array bytes.
+metadata, and meta.json holds the config hash, the run identity it hashes
+(agent config, env name / config / params, wrapper stack, study config,
+seeds, chunking: see mo_rl.runner), chunk index, code version, the tree
+layout (paths, shapes, dtypes) and a SHA-256 of the array bytes.
 
 meta.json is written last, so a chunk directory without it is an interrupted
 save. Loading checks, in order, and raises a `CheckpointError` naming the
 problem instead of ever starting over silently:
   * missing/unreadable meta.json or orbax data        -> CheckpointCorruptError
   * config hash differs from the current run          -> CheckpointMismatchError
+    naming every differing identity field (saved vs now)
   * tree paths / shapes / dtypes differ from the state -> CheckpointMismatchError
   * array bytes do not match the stored SHA-256       -> CheckpointCorruptError
 Typed PRNG keys are stored as their raw key data and re-wrapped on load.
@@ -82,6 +85,28 @@ def tree_digest(state: Any) -> str:
     return h.hexdigest()
 
 
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, list) and any(isinstance(x, dict) for x in tree):  # e.g. a stack
+        tree = {str(i): x for i, x in enumerate(tree)}
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: tree}
+
+
+def identity_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'field: saved X, now Y' for every leaf of two run identities that differs."""
+    a, b = _flatten(saved), _flatten(now)
+    out = []
+    for k in sorted(a.keys() | b.keys()):
+        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if va != vb:
+            out.append(f"{k}: saved {va!r}, now {vb!r}")
+    return out
+
+
 def _layout_diff(saved: list, current: list) -> str:
     s = {tuple(e[0:1]): e for e in saved}
     c = {tuple(e[0:1]): e for e in current}
@@ -103,11 +128,13 @@ class Checkpointer:
     """Save/restore chunked training state under one run directory."""
 
     def __init__(self, directory: str | Path, config_hash: str, *, max_to_keep: int = 2,
-                 code_version: dict[str, Any] | None = None):
+                 code_version: dict[str, Any] | None = None,
+                 identity: dict[str, Any] | None = None):
         self.directory = Path(directory).absolute()
         self.config_hash = config_hash
         self.max_to_keep = max_to_keep
         self.code_version = code_version or {}
+        self.identity = identity  # JSON-ready dict that config_hash was computed from
 
     def _dir(self, chunk: int) -> Path:
         return self.directory / f"chunk_{chunk:06d}"
@@ -138,6 +165,7 @@ class Checkpointer:
         ckpt.close()
         meta = {
             "config_hash": self.config_hash,
+            "identity": self.identity,
             "chunk": chunk,
             "code_version": self.code_version,
             "layout": tree_layout(state),
@@ -176,10 +204,18 @@ class Checkpointer:
         d = self._dir(chunk)
         meta = self.read_meta(chunk)
         if meta["config_hash"] != self.config_hash:
+            saved = meta.get("identity")
+            if saved is not None and self.identity is not None:
+                diff = identity_diff(saved, self.identity)
+                what = ("the run identity differs in: " + "; ".join(diff[:12])
+                        + (f" (and {len(diff) - 12} more)" if len(diff) > 12 else ""))
+            else:
+                what = ("config, env, seeds or chunking changed (the checkpoint records no "
+                        "identity fields to compare)")
             raise CheckpointMismatchError(
-                f"checkpoint {d} was written by a run with config hash {meta['config_hash']}, "
-                f"but this run's config hash is {self.config_hash} (config, seeds or chunking "
-                f"changed). Use a new run name or the original config."
+                f"refusing to resume from checkpoint {d}: it was written by a run with config "
+                f"hash {meta['config_hash']}, but this run's config hash is "
+                f"{self.config_hash}; {what}. Use a new run name, or the original settings."
             )
         layout = tree_layout(like)
         if meta["layout"] != layout:

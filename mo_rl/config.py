@@ -18,6 +18,14 @@ override any field starting from that preset, e.g.
 
 Configs are stored as JSON and rebuilt field by field from the dataclass
 type hints (`from_dict`), so loading a config never evaluates code.
+
+`cli` also takes two run-safety flags that are not config fields (they
+change what the runner tolerates, never what it computes, so they are not
+part of a run's identity): `--allow-nonfinite` (train on and tabulate a run
+whose updates turned NaN / inf) and `--allow-dirty` (write results under the
+repository from a tree with uncommitted changes; the patch is stored). They
+are kept in `run_flags()`, which mo_rl.runner reads as its defaults, together
+with the command line itself for the results' provenance.
 """
 
 from __future__ import annotations
@@ -203,6 +211,41 @@ def replace(cfg: T, **overrides: Any) -> T:
 # ---- presets and CLI -------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class RunFlags:
+    """Process-wide run options set by `cli` (defaults: strict)."""
+
+    allow_nonfinite: bool = False
+    allow_dirty: bool = False
+    command: str | None = None  # the study command line, for results' provenance
+
+
+_RUN_FLAGS = RunFlags()
+
+
+def run_flags() -> RunFlags:
+    """The flags of the study CLI that started this process (strict defaults otherwise)."""
+    return _RUN_FLAGS
+
+
+def set_run_flags(flags: RunFlags) -> None:
+    global _RUN_FLAGS
+    _RUN_FLAGS = flags
+
+
+def invocation(argv: Sequence[str] | None = None, module: str | None = None) -> str:
+    """The command line as one would retype it: `python -m <module> args` (module:
+    default that of `__main__`, i.e. the one run with `python -m`)."""
+    import shlex
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    module = module or (spec.name if spec is not None else None)
+    head = (["python", "-m", module] if module
+            else ["python", Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "-c"])
+    return shlex.join(head + args)
+
+
 def cli(
     cls: type[T],
     presets: Mapping[str, T],
@@ -215,6 +258,8 @@ def cli(
 
     `--preset` defaults to `default_preset` (or the first preset). Invalid values
     are reported by tyro with the ConfigError message naming the field.
+    `--allow-nonfinite` / `--allow-dirty` are taken out here and stored in
+    `run_flags()` (see the module doc), with the full command line.
     """
     import tyro  # CLI-only dependency: keep `import mo_rl.config` light
 
@@ -224,7 +269,17 @@ def cli(
         raise ValueError("cli() needs at least one preset")
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=names, default=default_preset or names[0])
+    pre.add_argument("--allow-nonfinite", action="store_true")
+    pre.add_argument("--allow-dirty", action="store_true")
     known, rest = pre.parse_known_args(argv)
     doc = (description or cls.__doc__ or "").strip()
-    doc += f"\n\nPresets: {', '.join(names)} (chosen with --preset; current: {known.preset})."
-    return tyro.cli(cls, default=presets[known.preset], args=rest, description=doc)
+    doc += (f"\n\nPresets: {', '.join(names)} (chosen with --preset; current: {known.preset})."
+            "\n--allow-nonfinite: train on and tabulate a run whose updates turn NaN/inf "
+            "(default: stop at the first such chunk).\n--allow-dirty: write results under the "
+            "repository from a tree with uncommitted changes (the patch is stored).")
+    cfg = tyro.cli(cls, default=presets[known.preset], args=rest, description=doc)
+    set_run_flags(RunFlags(allow_nonfinite=known.allow_nonfinite,
+                           allow_dirty=known.allow_dirty,
+                           command=invocation(argv, None if cls.__module__ == "__main__"
+                                              else cls.__module__)))
+    return cfg

@@ -500,7 +500,7 @@ def run(
         "compile_s": round(compile_s, 3), "train_s": round(train_s, 3),
         "env_steps_total": steps_done,
         "steps_per_s": round(steps_done / train_s, 1) if train_s > 0 and start == 0 else None,
-        "nonfinite": diverged,
+        "nonfinite": diverged, "kind": kind,
     }
     if end < num_chunks:
         return RunResult(state, train, None, None, False, run_dir, None, None, info)

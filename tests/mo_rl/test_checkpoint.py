@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -60,6 +61,20 @@ def test_config_hash_mismatch(tmp_path):
         Checkpointer(tmp_path, "bbb").restore(1, _state())
 
 
+def test_identity_mismatch_names_every_differing_field(tmp_path):
+    saved = {"agent": {"lr": 0.1, "hidden": [8]}, "env": {"params": {"n": 5, "p": 0.5}}}
+    now = {"agent": {"lr": 0.1, "hidden": [16]}, "env": {"params": {"n": 6, "p": 0.5}},
+           "study": {"seeds": 3}}
+    Checkpointer(tmp_path, "aaa", identity=saved).save(1, _state())
+    with pytest.raises(CheckpointMismatchError) as e:
+        Checkpointer(tmp_path, "bbb", identity=now).restore(1, _state())
+    msg = str(e.value)
+    assert "agent.hidden: saved [8], now [16]" in msg
+    assert "env.params.n: saved 5, now 6" in msg
+    assert "study.seeds: saved '<absent>', now 3" in msg
+    assert "agent.lr" not in msg and "env.params.p" not in msg
+
+
 def test_shape_mismatch_names_leaf(tmp_path):
     ck = Checkpointer(tmp_path, "h")
     ck.save(1, _state())
@@ -94,11 +109,23 @@ def test_damaged_array_data_is_detected(tmp_path):
     d = ck.save(1, _state())
     files = _data_files(d)
     assert files, sorted(p.relative_to(d) for p in d.rglob("*"))
-    for f in files:  # flip every byte of the array data files
+    for f in files:  # flip every byte of the array data files: orbax cannot decode them
         raw = bytearray(f.read_bytes())
         f.write_bytes(bytes(b ^ 0xFF for b in raw))
-    with pytest.raises(CheckpointCorruptError):
+    with pytest.raises(CheckpointCorruptError, match="could not be read"):
         ck.restore(1, _state())
+
+
+def test_readable_but_wrong_array_data_fails_the_digest(tmp_path):
+    """Array data that orbax reads without complaint (another checkpoint's, same layout)
+    is caught by the SHA-256 in meta.json, not by an earlier read error."""
+    ck = Checkpointer(tmp_path, "h")
+    d1, d2 = ck.save(1, _state(1)), ck.save(2, _state(2))
+    shutil.rmtree(d1 / "state")
+    shutil.copytree(d2 / "state", d1 / "state")
+    with pytest.raises(CheckpointCorruptError, match="corrupt: array data SHA-256"):
+        ck.restore(1, _state(0))
+    _assert_same(ck.restore(2, _state(0))[0], _state(2))  # the source itself is fine
 
 
 def test_deleted_array_data_is_detected(tmp_path):

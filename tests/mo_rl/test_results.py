@@ -113,3 +113,48 @@ def test_progress_line_and_chunk_summary():
     out = buf.getvalue()
     assert "steps 150/300" in out and "steps/s" in out and "ETA" in out
     assert f"safety={ret[0]:.3g}" in out.splitlines()[-1] and "progress=1" in out
+
+
+def _git_repo(path):
+    import subprocess
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=path, check=True, capture_output=True)
+
+    path.mkdir()
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    (path / ".gitignore").write_text("runs/\n")
+    (path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    return path
+
+
+def test_results_refuse_a_dirty_tree_unless_allowed(tmp_path):
+    from mo_rl.results import DirtyTreeError, check_clean, code_version, provenance
+
+    repo = _git_repo(tmp_path / "repo")
+    out = repo / "results" / "s" / "r"
+    ver = check_clean(out, repo=repo)  # clean: fine
+    assert ver["dirty"] is False and not ver["describe"].endswith("-dirty")
+    (repo / "results" / "s").mkdir(parents=True)  # a run's own output is not a change
+    (repo / "results" / "s" / "old.csv").write_text("a\n")
+    assert code_version(repo)["dirty"] is False
+    (repo / "code.py").write_text("x = 2\n")  # a tracked change
+    assert code_version(repo)["describe"].endswith("-dirty")
+    with pytest.raises(DirtyTreeError, match="--allow-dirty"):
+        check_clean(out, repo=repo)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "new_module.py").write_text("y = 3\n")  # an untracked file counts too
+    with pytest.raises(DirtyTreeError):
+        provenance(out, command="c", kind="train", repo=repo)
+    # outside the repository or under an ignored folder: recorded, not refused
+    assert check_clean(tmp_path / "elsewhere", repo=repo)["dirty"] is True
+    assert check_clean(repo / "runs" / "x", repo=repo)["dirty"] is True
+    # allowed: the patch is stored next to the results
+    prov = provenance(out, command="c", kind="train", allow_dirty=True, repo=repo)
+    assert prov["code_version"]["patch"] == "patch.diff"
+    assert "+y = 3" in (out / "patch.diff").read_text()
+    assert prov["commands"][0]["command"] == "c"
