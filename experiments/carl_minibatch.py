@@ -27,14 +27,15 @@ Writes results/carl_minibatch/<name>/:
   metrics.csv            every run's training and evaluation rows
   minibatch.png          evaluation metrics vs mini-batch size, one line per reward
   curves.png             training driving score / route completion per run
-  command.txt, study.json (config), timings.json, and one runner dir per run.
+  provenance.json + command.txt (every command that produced the folder, each with
+  its code version), study.json (config), timings.json, and one runner dir per run.
+  `rebuild_tables(folder)` recomputes the study tables (scripts/make_tables.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -47,9 +48,9 @@ import pandas as pd
 import mo_rl  # noqa: F401  (XLA flags before JAX runs anything)
 from agents.ppo import PPOConfig, make_agent
 from mo_rl import stats
-from mo_rl.config import check, check_positive, cli, save_config
-from mo_rl.results import code_version, device_info
-from mo_rl.runner import run
+from mo_rl.config import check, check_positive, cli, load_config, save_config
+from mo_rl.results import code_version, device_info, write_study_provenance
+from mo_rl.runner import env_identity, run, study_identity
 
 STUDY = "carl_minibatch"
 REWARDS = ("carl", "roach")
@@ -242,7 +243,10 @@ def plot_curves(train: pd.DataFrame, cfg: CarlMinibatchConfig, path: Path) -> No
 def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
     out = Path(cfg.results_root) / STUDY / cfg.name
     out.mkdir(parents=True, exist_ok=True)
-    frames, timings = [], {}
+    frames, timings, kinds = [], {}, []
+    # a run's reward and mini-batch are in its env and agent identity; eval_rules only
+    # changes the held-out episodes (a resume may re-evaluate under other rules)
+    study_id = study_identity(cfg, drop=("rewards", "minibatch_sizes", "eval_rules"))
     # a resumed study whose runs were complete only re-evaluates: keep their training times
     old = out / "timings.json"
     old_runs = json.loads(old.read_text()).get("runs", {}) if cfg.resume and old.exists() else {}
@@ -262,7 +266,9 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
                       num_chunks=cfg.num_chunks, resume=cfg.resume, overwrite=not cfg.resume,
                       objectives=env.reward_spec.names, runs_root=cfg.runs_root,
                       results_root=cfg.results_root, progress=cfg.progress,
-                      table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {label}")
+                      table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {label}",
+                      identity={"env": env_identity(env, params), "study": study_id})
+            kinds.append(res.info["kind"])
             timings[label] = {"wall_s": round(time.perf_counter() - t0, 1), **{
                 k: res.info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
             if res.info["resumed_from_chunk"] == cfg.num_chunks and label in old_runs:
@@ -273,18 +279,15 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
     df = df[["reward", "minibatch_size"] + [c for c in df.columns
                                              if c not in ("reward", "minibatch_size")]]
     df.to_csv(out / "metrics.csv", index=False)
-    ev = df[df.phase == "eval"]
-    table = summary_table(ev)
-    table.to_csv(out / "table.csv", index=False)
-    title = (f"CaRL vs Roach reward across mini-batch sizes: PPO on envs.driving "
-             f"({cfg.env_preset}, {cfg.obs_type} obs, continuous Beta policy)")
-    md = markdown(table, cfg, title)
-    (out / "table.md").write_text(md)
+    table = summary_table(df[df.phase == "eval"])
+    texts = tables(cfg, df)
+    for name, text in texts.items():
+        (out / name).write_text(text)
+    md = texts["table.md"]
     plot_sweep(table, cfg, out / "minibatch.png")
     plot_curves(df[df.phase == "train"], cfg, out / "curves.png")
-    command = "python -m experiments.carl_minibatch " + " ".join(shlex.quote(a) for a in argv)
-    (out / "command.txt").write_text(command + "\n")
     save_config(cfg, out / "study.json")
+    write_study_provenance(out, study=STUDY, kinds=kinds)
     total = {"total_s": round(time.perf_counter() - t_all, 1)}
     if old_runs and all("re_evaluated_wall_s" in t for t in timings.values()):
         prev = json.loads(old.read_text())
@@ -296,6 +299,21 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
     print(md)
     print(f"wrote {out}")
     return table
+
+
+def tables(cfg: CarlMinibatchConfig, df: pd.DataFrame) -> dict[str, str]:
+    """table.csv and table.md from the study's metrics (every run's rows)."""
+    table = summary_table(df[df.phase == "eval"])
+    title = (f"CaRL vs Roach reward across mini-batch sizes: PPO on envs.driving "
+             f"({cfg.env_preset}, {cfg.obs_type} obs, continuous Beta policy)")
+    return {"table.csv": table.to_csv(index=False), "table.md": markdown(table, cfg, title)}
+
+
+def rebuild_tables(out: str | Path) -> dict[str, str]:
+    """The study tables of a results folder, from its study.json and metrics.csv."""
+    out = Path(out)
+    return tables(load_config(CarlMinibatchConfig, out / "study.json"),
+                  pd.read_csv(out / "metrics.csv"))
 
 
 if __name__ == "__main__":

@@ -17,16 +17,17 @@ Writes results/demo/<name>/:
                         95% bootstrap CI over seeds, IQM, n seeds
   significance.md       weighted sum vs lexicographic per metric (Welch t, Mann-Whitney U)
   curves.png            training return per objective with 95% CI bands
-  metrics.csv, config.json, run.json (code version, device, timings), and one
-  runner results dir per scalarisation (<name>/<scalarization>/).
+  metrics.csv, config.json, run.json (device, timings, table spec),
+  provenance.json + command.txt (every command that produced the folder, each
+  with its code version), and one runner results dir per scalarisation
+  (<name>/<scalarization>/). `rebuild_tables(folder)` recomputes the tables
+  from the stored files (scripts/make_tables.py --check).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,15 @@ import pandas as pd
 import mo_rl  # noqa: F401  (XLA flags before JAX runs anything)
 from agents.ppo import PPOConfig, make_agent
 from mo_rl import stats
-from mo_rl.config import check, check_positive, cli, save_config
-from mo_rl.results import code_version, device_info, plot_curves, table_from_metrics, write_table
-from mo_rl.runner import run
+from mo_rl.config import check, check_positive, cli, load_config, save_config
+from mo_rl.results import (
+    device_info,
+    plot_curves,
+    table_from_metrics,
+    table_texts,
+    write_study_provenance,
+)
+from mo_rl.runner import env_identity, run, study_identity
 from mo_rl.sweep import init_distributed, is_main_process
 
 STUDY = "demo"
@@ -91,7 +98,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     env = PreorderedShortcut(cfg.length)
     out = Path(cfg.results_root) / STUDY / cfg.name
-    frames = []
+    frames, kinds = [], []
+    identity = {"env": env_identity(env, env.default_params),
+                "study": study_identity(cfg, drop=("scalarizations",))}
     t0 = time.time()
     for scal in cfg.scalarizations:
         agent_cfg = dataclasses.replace(cfg.agent, scalarization=scal)
@@ -101,9 +110,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 overwrite=not cfg.resume,
                 objectives=env.reward_spec.names, runs_root=cfg.runs_root,
                 results_root=cfg.results_root, progress=cfg.progress,
-                table_metrics=TABLE_METRICS, title=f"PPO, {scal} view")
+                table_metrics=TABLE_METRICS, title=f"PPO, {scal} view", identity=identity)
         if r.metrics is not None:
             frames.append(r.metrics.assign(scalarization=scal))
+            kinds.append(r.info["kind"])
     if not is_main_process():
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
@@ -112,26 +122,35 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     df.to_csv(out / "metrics.csv", index=False)
     save_config(cfg, out / "config.json")
     title = f"demo/{cfg.name}: PPO on PreorderedShortcut (safety > progress), greedy evaluation"
-    table = table_from_metrics(df, TABLE_METRICS, ["scalarization"])
-    md = write_table(table, out, ["scalarization"], title)
     plot_curves(df, out / "curves.png", group_by=["scalarization"], smooth=3,
                 title=f"demo/{cfg.name}: PPO training return per objective (sampling policy), "
                 f"mean and 95% CI over {cfg.seeds} seeds")
-    sig = significance(df, cfg.scalarizations)
-    (out / "significance.md").write_text(sig)
-    command = "python -m experiments.demo " + " ".join(shlex.quote(a) for a in
-                                                       (sys.argv[1:] if argv is None else argv))
-    info = {"study": STUDY, "run": cfg.name, "command": command,
-            "wall_s": round(time.time() - t0, 1), "code_version": code_version(),
+    info = {"study": STUDY, "run": cfg.name, "wall_s": round(time.time() - t0, 1),
             "device": device_info(), "seeds": cfg.seeds,
             "table": {"metrics": list(TABLE_METRICS), "group_by": ["scalarization"],
                       "title": title}}
     (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_study_provenance(out, study=STUDY, kinds=kinds)
+    texts = rebuild_tables(out)
+    for name, text in texts.items():
+        (out / name).write_text(text)
     print()
-    print(md)
-    print(sig)
+    print(texts["table.md"])
+    print(texts["significance.md"])
     print(f"written to {out}/ (table.md, curves.png, metrics.csv); {info['wall_s']} s")
-    return table
+    return table_from_metrics(df, TABLE_METRICS, ["scalarization"])
+
+
+def rebuild_tables(out: str | Path) -> dict[str, str]:
+    """table.csv, table.md and significance.md of a demo results folder, from its
+    metrics.csv, config.json and run.json (the table spec)."""
+    out = Path(out)
+    spec = json.loads((out / "run.json").read_text())["table"]
+    cfg = load_config(DemoConfig, out / "config.json")
+    df = pd.read_csv(out / "metrics.csv")
+    table = table_from_metrics(df, spec["metrics"], spec["group_by"])
+    return {**table_texts(table, spec["group_by"], spec["title"]),
+            "significance.md": significance(df, cfg.scalarizations)}
 
 
 def significance(df: pd.DataFrame, scals: tuple[str, ...]) -> str:

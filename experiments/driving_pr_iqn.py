@@ -19,15 +19,16 @@ Writes results/driving_pr_iqn/<preset>/:
                          Mann-Whitney U over seeds, mo_rl.stats.compare)
   curves.png             training curves (episode return per objective,
                          collision / success rate of finished training episodes)
-  command.txt, study.json, and one runner results dir per method
+  provenance.json + command.txt (every command that produced the folder, each with
+  its code version), study.json, and one runner results dir per method
   (<method>/: config, code version, device, metrics.csv, its own table).
+  `rebuild_tables(folder)` recomputes the study tables (scripts/make_tables.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ import mo_rl  # noqa: F401  (XLA flags before JAX runs anything)
 from agents.iqn import IQNConfig, make_agent
 from agents.iqn import preset as iqn_preset
 from mo_rl import stats
-from mo_rl.config import check, check_positive, cli, save_config
-from mo_rl.runner import run
+from mo_rl.config import check, check_positive, cli, load_config, save_config
+from mo_rl.results import write_study_provenance
+from mo_rl.runner import env_identity, run, study_identity
 
 STUDY = "driving_pr_iqn"
 METHODS = ("pr_iqn", "iqn", "ensemble")
@@ -207,7 +209,9 @@ def main(cfg: DrivingStudyConfig, argv: list[str]) -> None:
     objectives = env.reward_spec.names
     print(f"driving: {env.name}, {env.action_space(params).n} meta-actions, reward "
           f"{env.reward_spec.describe()}; {cfg.seeds} seeds x {cfg.agent.total_timesteps} steps")
-    evals, trains, timings = {}, {}, {}
+    evals, trains, timings, kinds = {}, {}, {}, []
+    # each method's variant and weights are in its agent config
+    identity = {"env": env_identity(env, params), "study": study_identity(cfg, drop=("methods",))}
     for method in cfg.methods:
         mcfg = method_config(cfg, method)
         t0 = time.perf_counter()
@@ -215,7 +219,9 @@ def main(cfg: DrivingStudyConfig, argv: list[str]) -> None:
                   study=STUDY, run_name=f"{cfg.name}/{method}", num_chunks=cfg.num_chunks,
                   resume=cfg.resume, overwrite=not cfg.resume, objectives=objectives,
                   runs_root=cfg.runs_root, results_root=cfg.results_root,
-                  table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {cfg.name} / {method}")
+                  table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {cfg.name} / {method}",
+                  identity=identity)
+        kinds.append(res.info["kind"])
         timings[method] = time.perf_counter() - t0
         df = res.metrics
         evals[method] = df[df.phase == "eval"].reset_index(drop=True)
@@ -224,23 +230,39 @@ def main(cfg: DrivingStudyConfig, argv: list[str]) -> None:
         print(f"[{method}] {timings[method]:.0f} s; eval means: " + ", ".join(
             f"{m}={evals[method][m].mean():.3f}" for m in TABLE_METRICS))
 
-    table = per_seed_table(evals)
-    table.to_csv(out / "table.csv", index=False)
-    md = paper_table(table, cfg.seeds, f"Driving ({cfg.env_preset} map, discrete meta-actions): "
-                     f"Pr-IQN vs IQN vs ensemble-IQN, {cfg.agent.total_timesteps} env steps "
-                     "per seed")
-    sig = significance(evals)
-    (out / "table.md").write_text(md)
-    (out / "significance.md").write_text(sig)
-    plot_curves(trains, objectives, out / "curves.png")
-    command = "python -m experiments.driving_pr_iqn " + " ".join(shlex.quote(a) for a in argv)
-    (out / "command.txt").write_text(command + "\n")
     save_config(cfg, out / "study.json")
+    texts = tables(cfg, evals)
+    for name, text in texts.items():
+        (out / name).write_text(text)
+    md, sig = texts["table.md"], texts["significance.md"]
+    plot_curves(trains, objectives, out / "curves.png")
+    write_study_provenance(out, study=STUDY, kinds=kinds)
     (out / "timings.json").write_text(json.dumps(
         {"seconds_per_method": timings, "device": str(jax.devices()[0])}, indent=2) + "\n")
     print(md)
     print(sig)
     print(f"wrote {out}")
+
+
+def tables(cfg: DrivingStudyConfig, evals: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """table.csv, table.md and significance.md from each method's evaluation rows."""
+    table = per_seed_table(evals)
+    md = paper_table(table, cfg.seeds, f"Driving ({cfg.env_preset} map, discrete meta-actions): "
+                     f"Pr-IQN vs IQN vs ensemble-IQN, {cfg.agent.total_timesteps} env steps "
+                     "per seed")
+    return {"table.csv": table.to_csv(index=False), "table.md": md,
+            "significance.md": significance(evals)}
+
+
+def rebuild_tables(out: str | Path) -> dict[str, str]:
+    """The study tables of a results folder, from study.json and <method>/metrics.csv."""
+    out = Path(out)
+    cfg = load_config(DrivingStudyConfig, out / "study.json")
+    evals = {}
+    for method in cfg.methods:
+        df = pd.read_csv(out / method / "metrics.csv")
+        evals[method] = df[df.phase == "eval"].reset_index(drop=True)
+    return tables(cfg, evals)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ def test_study_writes_table_and_resume_only_re_evaluates(tmp_path):
     assert again["runs"]["carl_mb64"]["train_s"] == first["runs"]["carl_mb64"]["train_s"]
     assert "re_evaluated_wall_s" in again["runs"]["carl_mb64"]
     assert "CaRL's also end on a red light" in (out / "table.md").read_text()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [c["kind"] for c in prov["commands"]] == ["train", "re-evaluate"]
+    runs = json.loads((out / "carl_mb64" / "run.json").read_text())["commands"]
+    assert [c["kind"] for c in runs] == ["train", "re-evaluate"]  # training version kept
+    from scripts.make_tables import main as make_tables
+
+    assert make_tables(["--root", str(tmp_path / "results"), "--check"]) == 0
 
 
 def test_eval_rules_are_checked():
