@@ -10,24 +10,36 @@ loss and training loop:
   sampled quantiles), double-DQN targets (online net selects a*, target net
   evaluates), n-step returns, linear epsilon-greedy.
 * "ensemble": M independently initialised IQN networks (a stacked parameter
-  axis, vmapped), trained on the same replay batches, each with its own
-  sampled fractions and its own Adam state. Acting and the target action a*
-  use the ENSEMBLE MEAN of the members' quantile means (as averaged-/ensemble-
-  DQN average Q-values). Each member regresses onto the equal-weight MIXTURE of
-  all M target networks' return distributions at a* (M x N' target samples;
-  the distributional analogue of averaging target Q-values); `ensemble_target
-  = "own"` instead uses only the member's own target network.
+  axis, vmapped), each with its own sampled fractions and its own Adam state.
+  Acting and the target action a* use the ENSEMBLE MEAN of the members' quantile
+  means (as averaged-/ensemble-DQN average Q-values). Each member regresses onto
+  the equal-weight MIXTURE of all M target networks' return distributions at a*
+  (M x N' target samples); `ensemble_target = "own"` uses only the member's own
+  target network. Diversity (`ensemble_diversity`): "bootstrap" (default, as
+  Bootstrapped DQN, Osband et al. 2016): every stored transition draws a
+  Bernoulli(`bootstrap_p`) mask per member and each member's loss counts only its
+  masked samples: one shared batch, so the targets cost what they cost without
+  diversity; "minibatch": every member samples its own batch (targets computed per
+  batch, i.e. M times the target cost, M^2 network passes with "mixture");
+  "none": all members on the same batch (init and fractions are the only
+  differences).
 * "pr_iqn" (shared/reference/pr_iqn.md): ONE network with K objectives x |A|
   actions x N quantiles (shared torso and tau embedding). Rewards are oriented
   (minimised components negated). Acting: `mo_rl.dominance.subset_greedy_action`
   on the online quantiles at K_act fractions; Bellman target for every
   objective k: r_k + gamma^n Z_k^target(s', a*), a* = subset greedy action of
-  the ONLINE net at s' (double-DQN). The same sampled fractions are used for
+  the ONLINE net at s' (double-DQN). Dominance rule `dominance_rule`
+  ("not_worse", default, or "majority"; mo_rl.dominance). The same sampled fractions are used for
   all actions and objectives of a state (the network evaluates one tau vector
   per state), as Quantile Dominance compares quantiles at the SAME fractions.
   rho and eps per objective, the tie-break and the preorder are configuration.
   Exploration: epsilon-greedy over all actions (`explore="all"`) or uniform
   inside the optimal subset (`explore="subset"`).
+
+The maths are module-level functions (act_fractions, greedy_actions,
+epsilon_greedy, linear_epsilon, td_targets, quantile_td_loss, member_targets,
+bootstrap_masks) that make_agent composes; tests/agents/test_iqn.py checks
+td_targets by hand.
 
 Training loop: one `update` = `steps_per_update` (E) env steps in
 `num_envs` vmapped envs (VmapEnv(EpisodeStats(AutoReset(env)))) + E
@@ -43,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -55,7 +67,7 @@ from flax import struct
 from mo_rl.agent import Agent, all_finite
 from mo_rl.batching import batched
 from mo_rl.config import check, check_choice, check_non_negative, check_positive, check_range
-from mo_rl.dominance import TIE_BREAKS, subset_greedy_action
+from mo_rl.dominance import DOMINANCE_RULES, TIE_BREAKS, check_rule, subset_greedy_action
 from mo_rl.networks import torso_for
 from mo_rl.quantile import CosineTauEmbedding, nstep_return, quantile_huber_loss
 from mo_rl.replay import Transition, make_nstep_replay, time_major_to_batch
@@ -110,10 +122,13 @@ class IQNConfig:
     # ensemble
     ensemble_size: int = 5
     ensemble_target: str = "mixture"  # "mixture" | "own"
+    ensemble_diversity: str = "bootstrap"  # "bootstrap" | "minibatch" | "none"
+    bootstrap_p: float = 0.5  # P(a member trains on a stored transition)
     # Pr-IQN
     rho: tuple[float, ...] = (0.75,)  # one value or one per objective
     dominance_eps: tuple[float, ...] = (0.0,)  # one value or one per objective
     tie_break: str = "lowest_level_mean"
+    dominance_rule: str = "not_worse"  # "not_worse" | "majority" (mo_rl.dominance)
     relations: tuple[str, ...] | None = None  # override the env's preorder
     explore: str = "all"  # "all" | "subset"
     # evaluation
@@ -137,12 +152,18 @@ class IQNConfig:
         check_choice(self, "act_taus", ("sample", "grid"))
         check_choice(self, "scalarization", SCALARIZATIONS)
         check_choice(self, "ensemble_target", ("mixture", "own"))
+        check_choice(self, "ensemble_diversity", ("bootstrap", "minibatch", "none"))
+        check_range(self, "bootstrap_p", 0.0, 1.0, closed=False)
+        check_choice(self, "dominance_rule", DOMINANCE_RULES)
         check_choice(self, "tie_break", TIE_BREAKS)
         check_choice(self, "explore", ("all", "subset"))
         check(self, "hidden", len(self.hidden) > 0 and all(h > 0 for h in self.hidden),
               "needs at least one positive layer width")
         check(self, "rho", len(self.rho) > 0 and all(0.0 < r <= 1.0 for r in self.rho),
               "values must lie in (0, 1]")
+        check(self, "rho", self.dominance_rule != "majority" or all(r > 0.5 for r in self.rho),
+              "the majority dominance rule needs every rho > 0.5 (rho <= 0.5 is legal "
+              "under dominance_rule='not_worse' only)")
         check(self, "dominance_eps", len(self.dominance_eps) > 0
               and all(e >= 0 for e in self.dominance_eps), "values must be >= 0")
         check(self, "total_timesteps", self.total_timesteps >= self.num_envs
@@ -261,6 +282,118 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
 
 
+# ------------------------------------------------------- the maths (pure, tested alone)
+class SubsetRule(NamedTuple):
+    """How Pr-IQN ranks actions: Quantile Dominance settings (mo_rl.dominance)."""
+
+    level_mask: jax.Array  # (L, K)
+    rho: jax.Array  # (K,)
+    eps: jax.Array  # (K,)
+    tie_break: str = "lowest_level_mean"
+    rule: str = "not_worse"
+
+
+def act_fractions(key: jax.Array, batch: int, num: int, mode: str) -> jax.Array:
+    """(batch, num) fractions for acting: uniform samples (IQN) or the fixed grid (i+0.5)/num."""
+    if mode == "grid":
+        grid = (jnp.arange(num, dtype=jnp.float32) + 0.5) / num
+        return jnp.broadcast_to(grid, (batch, num))
+    return jax.random.uniform(key, (batch, num))
+
+
+def greedy_actions(q: jax.Array, subset_rule: SubsetRule | None) -> tuple[jax.Array, jax.Array]:
+    """Greedy actions (B,) and optimal-subset masks (B, A) from quantiles q (M, B, K, A, N).
+
+    Pr-IQN (`subset_rule` given, M = 1): the tie-break action of the optimal subset.
+    IQN / ensemble (K = 1): argmax of the members' mean quantile mean; subsets all True.
+    """
+    if subset_rule is not None:
+        r = subset_rule
+        return jax.vmap(lambda z: subset_greedy_action(z, r.level_mask, r.rho, r.eps, None,
+                                                       r.tie_break, r.rule))(q[0])
+    values = jnp.mean(q, axis=(0, 4))[:, 0]  # (B, A)
+    return jnp.argmax(values, axis=-1), jnp.ones(values.shape, bool)
+
+
+def epsilon_greedy(key: jax.Array, greedy_a: jax.Array, subset: jax.Array, epsilon: jax.Array,
+                   inside_subset: bool = False) -> jax.Array:
+    """With probability epsilon a uniform action: over all actions, or over the subset."""
+    k_coin, k_rand = jax.random.split(key)
+    batch, num_actions = subset.shape
+    if inside_subset:
+        rand = jax.random.categorical(k_rand, jnp.where(subset, 0.0, -jnp.inf), axis=-1)
+    else:
+        rand = jax.random.randint(k_rand, (batch,), 0, num_actions)
+    coin = jax.random.uniform(k_coin, (batch,)) < epsilon
+    return jnp.where(coin, rand, greedy_a).astype(jnp.int32)
+
+
+def linear_epsilon(env_steps: jax.Array, start: float, end: float, decay_steps: float
+                   ) -> jax.Array:
+    """Linear decay from start to end over decay_steps env steps, then constant."""
+    frac = jnp.clip(env_steps / jnp.maximum(decay_steps, 1.0), 0.0, 1.0)
+    return start + frac * (end - start)
+
+
+def td_targets(
+    online_q: Callable[[Any], jax.Array],
+    target_q: Callable[[Any], jax.Array],
+    select: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    rewards: jax.Array,
+    terminated: jax.Array,
+    truncated: jax.Array,
+    next_obs: Any,
+    gamma: float,
+) -> jax.Array:
+    """Target samples (M, Bt, K, N') for the first transition of each n-step window.
+
+    rewards (Bt, n, K) (the agent's reward view), terminated / truncated (Bt, n),
+    next_obs (Bt, n, ...). The window is cut at its first episode end (mo_rl.quantile.
+    nstep_return): a termination does not bootstrap, a truncation bootstraps from that
+    step's final observation. a* = select(online_q(s')) (double DQN: the online net
+    selects; for Pr-IQN the optimal subset's greedy action), evaluated by
+    target_q(s') (M, Bt, K, A, N'): target_k = G_k + gamma^(d+1) Z_k^target(s', a*)
+    for every objective k.
+    """
+    ret, disc, last = jax.vmap(nstep_return, in_axes=(0, 0, 0, None))(
+        rewards, terminated, truncated, gamma)
+    boot_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), last], next_obs)
+    a_star, _ = select(online_q(boot_obs))
+    zt = target_q(boot_obs)  # (M, Bt, K, A, N')
+    zt = jnp.take_along_axis(zt, a_star[None, :, None, None, None], axis=3)[:, :, :, 0]
+    return jax.lax.stop_gradient(ret[None, :, :, None] + disc[None, :, None, None] * zt)
+
+
+def quantile_td_loss(z: jax.Array, tau: jax.Array, targets: jax.Array, kappa: float,
+                     weights: jax.Array | None = None) -> jax.Array:
+    """Quantile Huber loss of predictions z (Bt, K, N) at fractions tau (Bt, N) against
+    target samples (Bt, K, N'): summed over objectives, (weighted) mean over the batch."""
+    per = jax.vmap(jax.vmap(quantile_huber_loss, in_axes=(0, None, 0, None)),
+                   in_axes=(0, 0, 0, None))(z, tau, targets, kappa)  # (Bt, K)
+    per = jnp.sum(per, axis=-1)
+    if weights is None:
+        return jnp.mean(per)
+    return jnp.sum(weights * per) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def member_targets(samples: jax.Array, mode: str) -> jax.Array:
+    """Per-member targets (M, Bt, K, T) from the members' target samples (M, Bt, K, N').
+
+    "mixture": every member regresses onto the equal-weight mixture of all M target
+    distributions (T = M * N'); "own": member m onto its own target network (T = N').
+    """
+    if mode == "own":
+        return samples
+    m, bt, k, _ = samples.shape
+    mix = jnp.moveaxis(samples, 0, 2).reshape(bt, k, -1)
+    return jnp.broadcast_to(mix, (m,) + mix.shape)
+
+
+def bootstrap_masks(key: jax.Array, shape: tuple[int, ...], p: float) -> jax.Array:
+    """Bernoulli(p) member masks (float32), drawn once per transition when it is stored."""
+    return jax.random.bernoulli(key, p, shape).astype(jnp.float32)
+
+
 # ------------------------------------------------------------------------ make_agent
 def make_agent(config: IQNConfig, env, env_params) -> Agent:
     """Build IQN / ensemble-IQN / Pr-IQN for `env` (discrete actions, vector reward)."""
@@ -274,11 +407,14 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
     ens = cfg.variant == "ensemble"
     num_obj = len(spec) if pr else 1
     members = cfg.ensemble_size if ens else 1
-    rho = jnp.asarray(_per_objective(cfg, "rho", len(spec)))
-    dom_eps = jnp.asarray(_per_objective(cfg, "dominance_eps", len(spec)))
-    level_mask = jnp.asarray(spec.level_mask)
-    sign = jnp.asarray(spec.sign)
+    diversity = cfg.ensemble_diversity if ens else "none"
+    subset_rule = SubsetRule(jnp.asarray(spec.level_mask),
+                             jnp.asarray(_per_objective(cfg, "rho", len(spec))),
+                             jnp.asarray(_per_objective(cfg, "dominance_eps", len(spec))),
+                             cfg.tie_break, cfg.dominance_rule) if pr else None
     if pr:
+        check_rule(cfg.dominance_rule, subset_rule.rho)
+        sign = jnp.asarray(spec.sign)
         reward_view: Callable[[jax.Array], jax.Array] = lambda r: r * sign  # (..., K)
     else:
         kw = {} if cfg.scalarization_weights is None else {"weights": cfg.scalarization_weights}
@@ -295,120 +431,90 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
                      optax.adam(lr, eps=cfg.adam_eps))
     replay = make_nstep_replay(cfg.buffer_size, cfg.num_envs, cfg.batch_size, cfg.n_step,
                                cfg.steps_per_update)
+    per_member = jax.vmap if ens else (lambda f, *a, **k: f)  # member axis only for ensembles
 
-    # ---- quantiles of a batch: params (one member) -> (B, K, A, N)
     def quantiles(params, obs, tau):
-        return jax.vmap(net.apply, in_axes=(None, 0, 0))(params, obs, tau)
-
-    def member_quantiles(params, obs, tau):
-        """(M, B, K, A, N) for the ensemble (same tau for all members), else (1, ...)."""
-        if ens:
-            return jax.vmap(quantiles, in_axes=(0, None, None))(params, obs, tau)
-        return quantiles(params, obs, tau)[None]
-
-    def act_taus(key, batch: int) -> jax.Array:
-        if cfg.act_taus == "grid":
-            grid = (jnp.arange(cfg.num_tau_act, dtype=jnp.float32) + 0.5) / cfg.num_tau_act
-            return jnp.broadcast_to(grid, (batch, cfg.num_tau_act))
-        return jax.random.uniform(key, (batch, cfg.num_tau_act))
+        """(M, B, K, A, N): every member on the same fractions tau (B, N)."""
+        one = lambda p: jax.vmap(net.apply, in_axes=(None, 0, 0))(p, obs, tau)
+        return jax.vmap(one)(params) if ens else one(params)[None]
 
     def greedy(params, obs, key) -> tuple[jax.Array, jax.Array]:
-        """Greedy actions (B,) and the optimal-subset masks (B, A) (all True unless Pr-IQN)."""
         batch = jax.tree.leaves(obs)[0].shape[0]
-        q = member_quantiles(params, obs, act_taus(key, batch))  # (M, B, K, A, N)
-        if pr:
-            return jax.vmap(lambda z: subset_greedy_action(z, level_mask, rho, dom_eps,
-                                                           None, cfg.tie_break))(q[0])
-        values = jnp.mean(q, axis=(0, 4))[:, 0]  # (B, A): ensemble mean of quantile means
-        return jnp.argmax(values, axis=-1), jnp.ones((batch, num_actions), bool)
-
-    def explore(key, greedy_a, subset, epsilon):
-        k_coin, k_rand = jax.random.split(key)
-        batch = greedy_a.shape[0]
-        if pr and cfg.explore == "subset":
-            logits = jnp.where(subset, 0.0, -jnp.inf)
-            rand = jax.random.categorical(k_rand, logits, axis=-1)
-        else:
-            rand = jax.random.randint(k_rand, (batch,), 0, num_actions)
-        coin = jax.random.uniform(k_coin, (batch,)) < epsilon
-        return jnp.where(coin, rand, greedy_a).astype(jnp.int32)
+        taus = act_fractions(key, batch, cfg.num_tau_act, cfg.act_taus)
+        return greedy_actions(quantiles(params, obs, taus), subset_rule)
 
     def epsilon_at(env_steps):
-        decay = jnp.maximum(cfg.eps_fraction * cfg.total_timesteps, 1.0)
-        frac = jnp.clip(env_steps / decay, 0.0, 1.0)
-        return cfg.eps_start + frac * (cfg.eps_end - cfg.eps_start)
+        return linear_epsilon(env_steps, cfg.eps_start, cfg.eps_end,
+                              cfg.eps_fraction * cfg.total_timesteps)
 
     # ---- init
-    def init_params(key):
-        dummy_obs = jnp.zeros(obs_shape, env.observation_space(env_params).dtype)
-        dummy_tau = jnp.zeros((cfg.num_tau,))
-        if ens:
-            return jax.vmap(lambda k: net.init(k, dummy_obs, dummy_tau))(
-                jax.random.split(key, members))
-        return net.init(key, dummy_obs, dummy_tau)
-
-    def opt_init(params):
-        return jax.vmap(tx.init)(params) if ens else tx.init(params)
-
     def init(key) -> IQNState:
         k_net, k_env, k_state = jax.random.split(key, 3)
-        params = init_params(k_net)
+        dummy_obs = jnp.zeros(obs_shape, env.observation_space(env_params).dtype)
+        dummy_tau = jnp.zeros((cfg.num_tau,))
+        init_one = lambda k: net.init(k, dummy_obs, dummy_tau)
+        params = (jax.vmap(init_one)(jax.random.split(k_net, members)) if ens
+                  else init_one(k_net))
         obs, env_state = venv.reset(jax.random.split(k_env, cfg.num_envs), env_params)
         example = Transition(
             obs=jax.tree.map(lambda x: x[0], obs), action=jnp.int32(0),
             reward=jnp.zeros((len(spec),), jnp.float32), terminated=jnp.array(False),
-            truncated=jnp.array(False), next_obs=jax.tree.map(lambda x: x[0], obs))
-        return IQNState(params=params, target_params=params, opt_state=opt_init(params),
-                        env_state=env_state, obs=obs, replay=replay.init(example), key=k_state,
-                        env_steps=jnp.int32(0), grad_steps=jnp.int32(0))
+            truncated=jnp.array(False), next_obs=jax.tree.map(lambda x: x[0], obs),
+            mask=jnp.ones((members,), jnp.float32) if diversity == "bootstrap" else None)
+        return IQNState(params=params, target_params=params,
+                        opt_state=per_member(tx.init)(params), env_state=env_state, obs=obs,
+                        replay=replay.init(example), key=k_state, env_steps=jnp.int32(0),
+                        grad_steps=jnp.int32(0))
 
-    # ---- loss
-    def td_targets(params, target_params, batch: Transition, key):
-        """(Bt, K, N_target) target samples for the first transition of each window."""
-        rewards = reward_view(batch.reward)  # (Bt, n, K')
-        ret, disc, last = jax.vmap(nstep_return, in_axes=(0, 0, 0, None))(
-            rewards, batch.terminated, batch.truncated, cfg.gamma)
-        boot_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), last], batch.next_obs)
+    # ---- one gradient step
+    def batch_targets(state: IQNState, batch: Transition, key) -> jax.Array:
+        """(M, Bt, K, N') target samples for a sampled batch of n-step windows."""
         k_sel, k_tgt = jax.random.split(key)
-        bt = disc.shape[0]
-        a_star, _ = greedy(params, boot_obs, k_sel)  # online net selects (double DQN)
+        bt = batch.action.shape[0]
         tau_t = jax.random.uniform(k_tgt, (bt, cfg.num_tau_prime))
-        zt = member_quantiles(target_params, boot_obs, tau_t)  # (M, Bt, K, A, N')
-        zt = jnp.take_along_axis(zt, a_star[None, :, None, None, None], axis=3)[:, :, :, 0]
-        samples = ret[None, :, :, None] + disc[None, :, None, None] * zt  # (M, Bt, K, N')
-        return jax.lax.stop_gradient(samples)
+        return td_targets(
+            online_q=lambda o: quantiles(state.params, o,
+                                         act_fractions(k_sel, bt, cfg.num_tau_act, cfg.act_taus)),
+            target_q=lambda o: quantiles(state.target_params, o, tau_t),
+            select=lambda q: greedy_actions(q, subset_rule),
+            rewards=reward_view(batch.reward), terminated=batch.terminated,
+            truncated=batch.truncated, next_obs=batch.next_obs, gamma=cfg.gamma)
 
-    def member_loss(params, obs, actions, targets, tau):
-        z = quantiles(params, obs, tau)  # (Bt, K, A, N)
-        z = jnp.take_along_axis(z, actions[:, None, None, None], axis=2)[:, :, 0]  # (Bt, K, N)
-        per = jax.vmap(jax.vmap(quantile_huber_loss, in_axes=(0, None, 0, None)),
-                       in_axes=(0, 0, 0, None))(z, tau, targets, cfg.kappa)  # (Bt, K)
-        return jnp.mean(jnp.sum(per, axis=-1)), jnp.mean(z)
+    def loss_fn(params, obs, actions, targets, tau, weights):
+        z = jax.vmap(net.apply, in_axes=(None, 0, 0))(params, obs, tau)  # (Bt, K, A, N)
+        z = jnp.take_along_axis(z, actions[:, None, None, None], axis=2)[:, :, 0]
+        return quantile_td_loss(z, tau, targets, cfg.kappa, weights), jnp.mean(z)
 
     def grad_step(state: IQNState, key) -> tuple[IQNState, dict]:
         k_sample, k_tgt, k_tau = jax.random.split(key, 3)
-        batch = replay.sample(state.replay, k_sample)
-        samples = td_targets(state.params, state.target_params, batch, k_tgt)
-        obs0 = jax.tree.map(lambda x: x[:, 0], batch.obs)
-        a0 = batch.action[:, 0]
-        bt = a0.shape[0]
+        if diversity == "minibatch":  # every member its own batch (and its own targets)
+            batch = jax.vmap(replay.sample, in_axes=(None, 0))(
+                state.replay, jax.random.split(k_sample, members))
+            samples = jax.vmap(batch_targets, in_axes=(None, 0, None))(state, batch, k_tgt)
+            targets = jax.vmap(lambda s, m: member_targets(s, cfg.ensemble_target)[m])(
+                samples, jnp.arange(members))  # (M, Bt, K, T)
+            obs0 = jax.tree.map(lambda x: x[:, :, 0], batch.obs)
+            a0, weights = batch.action[:, :, 0], None
+        else:  # one shared batch
+            batch = replay.sample(state.replay, k_sample)
+            targets = member_targets(batch_targets(state, batch, k_tgt), cfg.ensemble_target)
+            obs0 = jax.tree.map(lambda x: x[:, 0], batch.obs)
+            a0 = batch.action[:, 0]
+            weights = batch.mask[:, 0].T if diversity == "bootstrap" else None  # (M, Bt)
+        bt = batch.action.shape[-2]
         if ens:
-            if cfg.ensemble_target == "mixture":  # every member: all M*N' samples
-                mix = jnp.moveaxis(samples, 0, 2).reshape(bt, num_obj, -1)
-                targets = jnp.broadcast_to(mix, (members,) + mix.shape)
-            else:
-                targets = samples
+            in_axes = (0, 0 if diversity == "minibatch" else None,
+                       0 if diversity == "minibatch" else None, 0, 0,
+                       0 if weights is not None else None)
             taus = jax.random.uniform(k_tau, (members, bt, cfg.num_tau))
-            grad_fn = jax.vmap(jax.value_and_grad(member_loss, has_aux=True),
-                               in_axes=(0, None, None, 0, 0))
-            (loss, qmean), grads = grad_fn(state.params, obs0, a0, targets, taus)
-            updates, opt_state = jax.vmap(tx.update)(grads, state.opt_state, state.params)
+            grad_fn = jax.vmap(jax.value_and_grad(loss_fn, has_aux=True), in_axes=in_axes)
+            (loss, qmean), grads = grad_fn(state.params, obs0, a0, targets, taus, weights)
             loss, qmean = jnp.sum(loss), jnp.mean(qmean)
         else:
             taus = jax.random.uniform(k_tau, (bt, cfg.num_tau))
-            (loss, qmean), grads = jax.value_and_grad(member_loss, has_aux=True)(
-                state.params, obs0, a0, samples[0], taus)
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            (loss, qmean), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, obs0, a0, targets[0], taus, None)
+        updates, opt_state = per_member(tx.update)(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_steps = state.grad_steps + 1
         if cfg.target_update == "polyak":
@@ -423,15 +529,17 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
 
     # ---- one env step of all envs
     def env_step(state: IQNState, _):
-        key, k_act, k_exp, k_env = jax.random.split(state.key, 4)
+        key, k_act, k_exp, k_env, k_mask = jax.random.split(state.key, 5)
         greedy_a, subset = greedy(state.params, state.obs, k_act)
-        eps = epsilon_at(state.env_steps)
-        action = explore(k_exp, greedy_a, subset, eps)
+        action = epsilon_greedy(k_exp, greedy_a, subset, epsilon_at(state.env_steps),
+                                pr and cfg.explore == "subset")
         res = venv.step(jax.random.split(k_env, cfg.num_envs), state.env_state, action,
                         env_params)
+        mask = (bootstrap_masks(k_mask, (cfg.num_envs, members), cfg.bootstrap_p)
+                if diversity == "bootstrap" else None)
         trans = Transition(obs=state.obs, action=action, reward=res.reward.astype(jnp.float32),
                            terminated=res.terminated, truncated=res.truncated,
-                           next_obs=res.info["final_obs"])
+                           next_obs=res.info["final_obs"], mask=mask)
         done = res.info["returned_episode"]
         out = {"trans": trans, "done": done, "ret": res.info["returned_episode_returns"],
                "len": res.info["returned_episode_lengths"].astype(jnp.float32),
@@ -481,7 +589,8 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
     def policy(params, obs, key):
         k_act, k_exp = jax.random.split(key)
         greedy_a, subset = greedy(params, obs, k_act)
-        return explore(k_exp, greedy_a, subset, cfg.eval_epsilon)
+        return epsilon_greedy(k_exp, greedy_a, subset, cfg.eval_epsilon,
+                              pr and cfg.explore == "subset")
 
     def evaluate(state: IQNState, key) -> dict:
         """Held-out episodes (mo_rl.rollout.evaluate_policy), flat for the runner:
@@ -493,5 +602,4 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
         return {"episode_return": ev["returns"], "episode_length": ev["lengths"],
                 "finished": ev["finished"].astype(jnp.float32), **ev["episode_metrics"]}
 
-    agent = Agent(init=init, update=update, evaluate=evaluate, num_updates=cfg.num_updates)
-    return agent
+    return Agent(init=init, update=update, evaluate=evaluate, num_updates=cfg.num_updates)

@@ -30,6 +30,7 @@ class Transition(NamedTuple):
     terminated: jax.Array  # bool ()
     truncated: jax.Array  # bool ()
     next_obs: Any
+    mask: Any = None  # optional per-transition extras, e.g. ensemble bootstrap masks (M,)
 
 
 class NStepReplay(NamedTuple):
