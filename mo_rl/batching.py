@@ -38,7 +38,7 @@ from flax import struct
 from jax.experimental import io_callback
 
 from mo_rl.env import Env, StepResult
-from mo_rl.wrappers import AutoReset, EpisodeStats, VmapEnv
+from mo_rl.wrappers import AutoReset, EpisodeStats, VmapEnv, maybe_check_actions
 
 
 def batched(env: Env, num_envs: int) -> Env:
@@ -50,7 +50,8 @@ def batched(env: Env, num_envs: int) -> Env:
             f"{env.name} wraps a host env inside JAX wrappers, which cannot be batched on the "
             "host; pass the host adapter itself (wrap the gymnasium env instead)."
         )
-    return VmapEnv(EpisodeStats(AutoReset(env)), int(num_envs))
+    # maybe_check_actions: debug mode (MO_RL_CHECK_ACTIONS=1, on in tests) checks every action
+    return VmapEnv(EpisodeStats(AutoReset(maybe_check_actions(env))), int(num_envs))
 
 
 def map_runs(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -9,17 +9,27 @@ spaces of the env it wraps (VmapEnv keeps the *per-env* spaces and adds
 
 EpisodeStats must sit OUTSIDE AutoReset: the counters live in the wrapper
 state, and an AutoReset outside it would reset them together with the env.
+
+Debug mode: `CheckActions(env)` raises `ActionOutOfRangeError` naming the env
+and the bound when an action leaves the action space, from inside jit / vmap /
+scan (JAX would otherwise clamp a bad discrete index and envs clip continuous
+actions, silently). `maybe_check_actions(env)` adds it when the environment
+variable MO_RL_CHECK_ACTIONS=1 is set (tests/conftest.py sets it for the whole
+test suite); mo_rl.batching.batched puts it under every training stack.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from mo_rl.env import Env, StepResult
+from mo_rl.spaces import Box, Discrete
 
 
 class Wrapper(Env):
@@ -257,12 +267,102 @@ class VmapEnv(Wrapper):
         )
 
 
+class ActionOutOfRangeError(ValueError):
+    """An action outside the env's action space reached the env (CheckActions)."""
+
+
+CHECK_ACTIONS_ENV = "MO_RL_CHECK_ACTIONS"
+
+
+def check_actions_enabled() -> bool:
+    """True when MO_RL_CHECK_ACTIONS is set to 1 / true / yes (debug mode)."""
+    return os.environ.get(CHECK_ACTIONS_ENV, "").lower() in ("1", "true", "yes")
+
+
+class CheckActions(Wrapper):
+    """Debug wrapper: every `step` checks the action against `action_space(params)`.
+
+    Discrete: an integer in 0..n-1; Box: low <= a <= high elementwise (NaN fails).
+    The check runs inside jit as one `jax.pure_callback` per step (under vmap it is
+    called once with the whole batch, `vmap_method="broadcast_all"`); on a bad action
+    it raises ActionOutOfRangeError naming the env, the offending action and the bound,
+    and the jitted call fails with it. checkify would need every caller to
+    functionalise its jitted function; a callback needs nothing from callers. Cost: one
+    host round trip per step (~0.2 ms on the 2-core CPU), so debug mode is off by
+    default outside tests. Results are unchanged (the callback's output is an
+    always-False flag that only selects the reward).
+    """
+
+    def __init__(self, env: Env):
+        super().__init__(env)
+        self._name = env.unwrapped.name
+
+    @property
+    def observes_state(self) -> bool:  # type: ignore[override]
+        return self._env.observes_state
+
+    def reset_state(self, key, params):
+        return self._env.reset_state(key, params)
+
+    def observe(self, state, params):
+        return self._env.observe(state, params)
+
+    def _space(self, params):
+        try:
+            return self._env.action_space(params)
+        except (TypeError, jax.errors.ConcretizationTypeError):  # bounds need concrete params
+            return self._env.action_space(self._env.default_params)
+
+    def step(self, key, state, action, params) -> StepResult:
+        space = self._space(params)
+        a = jnp.asarray(action)
+        if isinstance(space, Discrete):
+            low, high = jnp.zeros_like(a), jnp.full_like(a, space.n - 1)
+            ok = (a >= 0) & (a < space.n) & (jnp.floor(a) == a)
+            bound = f"Discrete({space.n}): integers 0..{space.n - 1}"
+        elif isinstance(space, Box):
+            low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), a.shape)
+            high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), a.shape)
+            ok = (a >= low) & (a <= high)
+            bound = "Box bounds"
+        else:
+            raise TypeError(f"CheckActions: unsupported action space {space!r}")
+        name = self._name
+
+        def report(ok_all, act, lo, hi):
+            ok_all = np.asarray(ok_all)
+            if ok_all.all():
+                return np.zeros(ok_all.shape, np.bool_)
+            i = tuple(np.argwhere(~ok_all)[0]) if ok_all.ndim else ()
+            act, lo, hi = (np.asarray(x)[i] for x in (act, lo, hi))
+            where = "" if not i else f" (batch index {list(map(int, i))})"
+            raise ActionOutOfRangeError(
+                f"{name}: action {act.tolist()} outside its action space{where}: {bound} "
+                f"low={lo.tolist()}, high={hi.tolist()}")
+
+        flag = jax.pure_callback(report, jax.ShapeDtypeStruct((), jnp.bool_), jnp.all(ok), a,
+                                 low, high, vmap_method="broadcast_all")
+        res = self._env.step(key, state, action, params)
+        return res._replace(reward=jnp.where(flag, jnp.nan, res.reward))
+
+
+def maybe_check_actions(env: Env) -> Env:
+    """`CheckActions(env)` in debug mode (MO_RL_CHECK_ACTIONS=1), else `env` unchanged."""
+    if check_actions_enabled() and not isinstance(env, CheckActions):
+        return CheckActions(env)
+    return env
+
+
 __all__ = [
+    "ActionOutOfRangeError",
     "AutoReset",
+    "CheckActions",
     "EpisodeStats",
     "EpisodeStatsState",
     "NormalizeObs",
     "NormalizeObsState",
     "VmapEnv",
     "Wrapper",
+    "check_actions_enabled",
+    "maybe_check_actions",
 ]

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 import mo_rl  # noqa: F401
 from envs.classic import CartPole
 from envs.toy import Chain, PreorderedShortcut
-from mo_rl.wrappers import AutoReset, EpisodeStats, NormalizeObs, NormalizeObsState, VmapEnv
+from mo_rl.wrappers import (
+    ActionOutOfRangeError,
+    AutoReset,
+    EpisodeStats,
+    NormalizeObs,
+    NormalizeObsState,
+    VmapEnv,
+)
 
 
 def _run(env, params, actions, key=0):
@@ -180,3 +187,93 @@ def test_normalize_obs_update_is_chunking_invariant(sizes, seed, scale):
     np.testing.assert_allclose(state.mean, mean, rtol=1e-5, atol=tol)
     np.testing.assert_allclose(state.var, var, rtol=1e-4, atol=tol)
     assert float(state.count) == pytest.approx(n + c, rel=1e-6)
+
+
+# ---- debug mode: out-of-range actions ---------------------------------------------------
+
+
+def _scan_actions(env, params, actions, batch=None):
+    """jit(scan) of env.step over `actions`, vmapped over a leading batch axis if given."""
+
+    def roll(key, acts):
+        _, s = env.reset(key, params)
+
+        def body(s, xs):
+            k, a = xs
+            r = env.step(k, s, a, params)
+            return r.state, (r.obs, r.reward)
+
+        return jax.lax.scan(body, s, (jax.random.split(key, acts.shape[0]), acts))[1]
+
+    acts = jnp.asarray(actions)
+    if batch is None:
+        return jax.jit(roll)(jax.random.key(0), acts)
+    keys = jax.random.split(jax.random.key(0), batch)
+    return jax.jit(jax.vmap(roll))(keys, acts)
+
+
+# JAX re-raises an exception from a host callback either as itself or wrapped in a
+# JaxRuntimeError whose message holds it ("CpuCallback error ... ActionOutOfRangeError: ...")
+OUT_OF_RANGE = (ActionOutOfRangeError, jax.errors.JaxRuntimeError)
+
+
+def test_check_actions_raises_naming_env_and_bound_inside_jit_vmap_scan():
+    from mo_rl.wrappers import CheckActions
+
+    base = Chain(n=4)
+    p = base.default_params
+    env = AutoReset(CheckActions(base))
+    # in range: bit-identical to the unchecked env
+    good = np.array([[1, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 0]])
+    ref = _scan_actions(AutoReset(base), p, good, batch=3)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(_scan_actions(env, p, good, 3)),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the unchecked env takes index 2 silently (JAX clamps it); the checked one raises
+    bad = good.copy()
+    bad[1, 2] = 2
+    _scan_actions(AutoReset(base), p, bad, batch=3)
+    with pytest.raises(OUT_OF_RANGE,
+                       match=r"Chain: action 2 outside its action space \(batch index \[1\]\): "
+                             r"Discrete\(2\): integers 0\.\.1"):
+        jax.block_until_ready(_scan_actions(env, p, bad, batch=3))
+    with pytest.raises(OUT_OF_RANGE, match="action -1"):
+        jax.block_until_ready(_scan_actions(env, p, np.array([1, -1])))
+
+
+def test_check_actions_box_bounds_and_nan():
+    from mo_rl.wrappers import CheckActions
+
+    from envs.classic import Pendulum
+
+    pend = Pendulum()
+    p = pend.default_params
+    env = CheckActions(pend)
+    _scan_actions(env, p, np.array([[1.5], [-2.0], [2.0]], np.float32))  # bounds inclusive
+    with pytest.raises(OUT_OF_RANGE,
+                       match=r"Pendulum-v1: action \[2\.5\] .*low=\[-2\.0\], high=\[2\.0\]"):
+        jax.block_until_ready(_scan_actions(env, p, np.array([[0.0], [2.5]], np.float32)))
+    with pytest.raises(OUT_OF_RANGE, match=r"action \[nan\]"):
+        jax.block_until_ready(_scan_actions(env, p, np.array([[np.nan]], np.float32)))
+    assert CheckActions(pend).name == "CheckActions<Pendulum-v1>"
+
+
+def test_debug_mode_puts_the_check_under_every_training_stack(monkeypatch):
+    from mo_rl.batching import batched
+    from mo_rl.wrappers import CheckActions, maybe_check_actions
+
+    base = Chain(n=4)
+    monkeypatch.setenv("MO_RL_CHECK_ACTIONS", "1")
+    venv = batched(base, 2)
+    assert isinstance(venv.env.env.env, CheckActions)  # VmapEnv(EpisodeStats(AutoReset(.)))
+    monkeypatch.setenv("MO_RL_CHECK_ACTIONS", "0")
+    assert maybe_check_actions(base) is base
+    assert not isinstance(batched(base, 2).env.env.env, CheckActions)
+
+
+def test_check_actions_keeps_the_observe_once_path():
+    from envs.driving import make_driving
+    from mo_rl.wrappers import CheckActions
+
+    env, _ = make_driving("quick", num_vehicles=0)
+    assert CheckActions(env).observes_state is True  # AutoReset observes once through it
