@@ -475,7 +475,12 @@ def run(
     try:
         with StallWatchdog(watch_s, stalled):
             for c in range(start, end):
-                new_state, m = compiled(state)  # dispatched asynchronously
+                try:
+                    new_state, m = compiled(state)  # dispatched asynchronously
+                except Exception:  # e.g. a host env raised: keep the chunk before it
+                    if pending is not None:
+                        finish(*pending)
+                    raise
                 if pending is not None:
                     finish(*pending)
                     saved[0] = ckpt.latest() or saved[0]
