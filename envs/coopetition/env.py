@@ -39,6 +39,12 @@ class CoopParams:
     value_beta: float = 0.75
     power: float = 0.0  # 1: power form a^beta instead of theta ln(1 + a)
     gamma: float = 0.65
+    # TR-3 technical report's payoff, an option (not the reference code's reward): with
+    # team_payoff > 0 the private payoff is pi_i = omega (sum a)^team_beta / n - cost_c a_i
+    team_payoff: float = 0.0
+    omega: float = 25.0
+    team_beta: float = 0.7
+    cost_c: float = 1.0
     # trust (TR-2)
     trust_enabled: bool = True
     lambda_plus: float = 0.10
@@ -79,6 +85,8 @@ class CoopState:
     reputation: jax.Array  # (n, n)
     history: jax.Array  # (HISTORY, n) last actions, newest last
     t: jax.Array  # steps taken
+    coop_sum: jax.Array  # sum over this episode's steps of the mean cooperation rate
+    welfare_sum: jax.Array  # sum over this episode's steps of the summed private payoffs
 
 
 class CoopetitionEnv(Env):
@@ -114,7 +122,8 @@ class CoopetitionEnv(Env):
         T = jnp.where(eye, 1.0, jnp.full((n, n), T0, jnp.float32))
         R = jnp.where(eye, 0.0, jnp.full((n, n), R0, jnp.float32))
         return CoopState(jnp.asarray(params.baseline, jnp.float32), T, R,
-                         jnp.zeros((HISTORY, n), jnp.float32), jnp.int32(0))
+                         jnp.zeros((HISTORY, n), jnp.float32), jnp.int32(0), jnp.float32(0),
+                         jnp.float32(0))
 
     def reset(self, key: jax.Array, params: CoopParams) -> tuple[jax.Array, CoopState]:
         state = self.reset_state(key, params)
@@ -133,7 +142,9 @@ class CoopetitionEnv(Env):
         T = jnp.where(p.trust_enabled, T, state.trust)
         R = jnp.where(p.trust_enabled, R, state.reputation)
 
-        pi = M.private_payoffs(a, p.endowment, p.alpha, p.theta, p.value_beta, p.power, p.gamma)
+        pi = jnp.where(p.team_payoff > 0, M.team_payoffs(a, p.omega, p.team_beta, p.cost_c),
+                       M.private_payoffs(a, p.endowment, p.alpha, p.theta, p.value_beta,
+                                         p.power, p.gamma))
         U = M.integrated_utilities(pi, M.effective_weights(p.D, T, R))
         reward = M.mix_rewards(pi, U, p.reward_weights)
 
@@ -147,7 +158,9 @@ class CoopetitionEnv(Env):
             a, memory, T, p.D, p.rho_0, p.rec_eta, p.rec_kappa, p.lambda_R, p.rec_omega,
             jnp.mean(p.endowment))
 
-        new = CoopState(a, T, R, history, count)
+        welfare = jnp.sum(pi)
+        new = CoopState(a, T, R, history, count, state.coop_sum + jnp.mean(rates),
+                        state.welfare_sum + welfare)
         mask = jnp.ones((n, n)) if p.term_mask is None else p.term_mask
         watched = jnp.sum(mask * T) / jnp.maximum(jnp.sum(mask), 1e-9)
         terminated = watched < p.term_threshold
@@ -156,11 +169,12 @@ class CoopetitionEnv(Env):
             "private_payoff": pi,
             "integrated_utility": U,
             "cooperation": rates,
-            "welfare": jnp.sum(pi),
+            "welfare": welfare,
             "mean_trust": M.mean_offdiag(T),
+            # read where an episode ends: means over the episode's steps, trust at its end
             "episode_metrics": {
-                "cooperation": jnp.mean(rates),
-                "welfare": jnp.sum(pi),
+                "cooperation": new.coop_sum / count,
+                "welfare": new.welfare_sum / count,
                 "final_trust": M.mean_offdiag(T),
             },
         }

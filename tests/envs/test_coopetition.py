@@ -215,3 +215,13 @@ def test_mixing_weight_sweep_is_one_vmap():
     r = jax.jit(jax.vmap(one))(params)
     r0, r1 = r[0], r[-1]
     np.testing.assert_allclose(r, (1 - ws[:, None]) * r0 + ws[:, None] * r1, rtol=1e-5)
+
+
+def test_team_payoff_option_is_the_tr3_reports_payoff():
+    env, p = make_game("TeamProduction-v0", reward_mode="private", team_payoff=1.0,
+                       trust_enabled=False)
+    _, s = env.reset(jax.random.key(0), p)
+    a = jnp.array([[10.0], [20.0], [30.0], [40.0]])
+    r = env.step(jax.random.key(0), s, a, p).reward[:, 0]
+    want = 25 * 100**0.7 / 4 - np.array([10, 20, 30, 40])
+    np.testing.assert_allclose(r, want * np.array([1, 1, 1, 1]), rtol=1e-5)  # no rate < 0.2
