@@ -15,10 +15,11 @@ gradient steps per update falls as the mini-batch grows, as in CaRL. Every
 (reward, mini-batch) pair trains the same seeds (vmapped, chunked and
 checkpointed by mo_rl.runner), then runs held-out evaluation episodes with
 the Beta-mean policy. Those episodes follow one rule set for both rewards by
-default (`--eval-rules common`: a red light is an infraction, not the end of
-the episode, as on CARLA's leaderboard), since CaRL's training rules would
-otherwise cut its evaluation routes short at every red light run. With
-`--resume`, complete runs are only re-evaluated (e.g. under other rules).
+default (`--eval-rules leaderboard`: CARLA's leaderboard rules and metrics,
+envs.driving.rules), since CaRL's training rules would otherwise cut its
+evaluation routes short at every red light run (`common` is the earlier
+shared rule set, `reward` each reward's training rules). With `--resume`,
+complete runs are only re-evaluated (e.g. under other rules).
 
 Writes results/carl_minibatch/<name>/:
   table.md / table.csv   driving score, route completion, infraction score,
@@ -57,6 +58,7 @@ REWARDS = ("carl", "roach")
 TABLE_METRICS = ("driving_score", "route_completion", "infraction_score", "success",
                  "collision", "off_road", "red_light")
 PCT = {"success", "collision", "off_road"}
+EVAL_RULE_SETS = ("leaderboard", "common", "reward")  # envs.driving episode_end values
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,9 @@ class CarlMinibatchConfig:
     num_vehicles: int = 8
     max_vehicles: int = 8
     obs_type: str = "vector"  # "bev" for the raster (CNN torso); expensive on CPU
-    # held-out episodes: "common" = one rule set for both rewards (red lights are penalties,
-    # not episode ends); "reward" = each reward's own training rules
-    eval_rules: str = "common"
+    # held-out episodes: "leaderboard" = CARLA's leaderboard rules for both rewards;
+    # "common" = the earlier shared rule set; "reward" = each reward's own training rules
+    eval_rules: str = "leaderboard"
     num_chunks: int = 4
     results_root: str = "results"
     runs_root: str = "runs"
@@ -86,8 +88,8 @@ class CarlMinibatchConfig:
         check(self, "rewards", len(self.rewards) > 0 and set(self.rewards) <= set(REWARDS),
               f"must be a non-empty subset of {REWARDS}")
         check(self, "obs_type", self.obs_type in ("vector", "bev"), "must be 'vector' or 'bev'")
-        check(self, "eval_rules", self.eval_rules in ("common", "reward"),
-              "must be 'common' or 'reward'")
+        check(self, "eval_rules", self.eval_rules in EVAL_RULE_SETS,
+              f"must be one of {EVAL_RULE_SETS}")
         bs = self.agent.batch_size
         check(self, "minibatch_sizes", len(self.minibatch_sizes) > 0 and all(
             m > 0 and bs % m == 0 for m in self.minibatch_sizes),
@@ -98,9 +100,10 @@ class CarlMinibatchConfig:
 
 def _ppo(**kw) -> PPOConfig:
     """CaRL's PPO settings (PPOConfig.carl) at CPU scale: small MLP on vector obs."""
-    # eval_max_steps >= the env's step limit, so every evaluation episode finishes
+    # eval_max_steps >= the env's step limit (quick preset: max_steps 2000, above the
+    # leaderboard's route timeout), so every evaluation episode finishes
     base = dict(hidden=(128, 128), activation="relu", shared_torso=False, normalize_obs=True,
-                eval_episodes=16, eval_max_steps=500)
+                eval_episodes=16, eval_max_steps=2000)
     return PPOConfig.carl(**{**base, **kw})
 
 
@@ -122,7 +125,7 @@ PRESETS: dict[str, CarlMinibatchConfig] = {
     # CaRL's rollout (128 envs x 512 steps = 65,536) and mini-batches 2k .. 64k, one GPU
     "full": CarlMinibatchConfig(
         agent=_ppo(num_envs=128, num_steps=512, minibatch_size=16384, hidden=(256, 256),
-                   total_timesteps=65536 * 300, eval_episodes=64, eval_max_steps=1000),
+                   total_timesteps=65536 * 300, eval_episodes=64, eval_max_steps=4000),
         name="full", minibatch_sizes=(2048, 4096, 8192, 16384, 32768, 65536), seeds=5,
         env_preset="procedural", num_vehicles=16, max_vehicles=16, num_chunks=10),
 }
@@ -158,6 +161,10 @@ def _cell(table: pd.DataFrame, reward: str, mb: int, m: str) -> str:
 
 
 EVAL_RULES = {
+    "leaderboard": "Evaluation episodes of both rewards follow CARLA's leaderboard rules "
+                   "(envs.driving.rules): collisions and red lights are penalties, not episode "
+                   "ends; a route ends when completed, on a 30 m route deviation, when blocked "
+                   "for 180 s, or at its timeout (0.8 s/m + 5 s, no penalty).",
     "common": "Evaluation episodes of both rewards end under the same rules (collision, "
               "off-road, route deviation, blocked, route completed, step limit); red lights "
               "count as infractions without ending the episode.",

@@ -24,12 +24,14 @@ __all__ = ["DrivingEnv", "DrivingParams", "DrivingState", "expert_policy", "find
 
 PRESETS: dict[str, dict] = {
     # short procedural episodes (~200-400 steps) for learning studies on few CPU cores
-    "quick": dict(map="procedural", route_length=150.0, num_routes=64, max_steps=500,
-                  num_vehicles=8, green_s=6.0, yellow_s=2.0, allred_s=1.0, blocked_s=30.0),
+    # (max_steps is a hard cap above the leaderboard's route timeout, 0.8 s/m + 5 s ~ 125 s;
+    # the earlier 50 s cap and 30 s "blocked" were shorter than a lawful red-light wait)
+    "quick": dict(map="procedural", route_length=150.0, num_routes=64, max_steps=2000,
+                  num_vehicles=8, green_s=6.0, yellow_s=2.0, allred_s=1.0),
     # the default procedural map with longer routes
-    "procedural": dict(map="procedural", route_length=400.0, num_routes=64, max_steps=1000),
+    "procedural": dict(map="procedural", route_length=400.0, num_routes=64, max_steps=4000),
     # CARLA Town01 with the 10 leaderboard routes (needs Town01.xodr + routes_town01.xml)
-    "town01": dict(map="Town01", routes="routes_town01.xml", max_steps=4000),
+    "town01": dict(map="Town01", routes="routes_town01.xml", max_steps=12000),
 }
 
 

@@ -1,4 +1,4 @@
-"""DrivingEnv: a jittable, vmappable urban driving env with CARLA-style infractions.
+"""DrivingEnv: a jittable, vmappable urban driving env with CARLA-leaderboard rules.
 
     env, params = make_driving(map="procedural", reward="vector", obs_type="vector")
     obs, state = env.reset(key, params)
@@ -12,28 +12,43 @@ in every step and returned in info["reward_views"]:
     rules    = -1 on running a red light, -1 on route deviation,
                - speed_weight * clip((v - limit) / 2.23, 0, 1)
     progress = progress_scale * metres gained along the route
-    comfort  = -(number of broken nuPlan comfort limits) / 6
-* "carl" (K=1): CaRL, r = dRC% * prod(soft factors) (speeding, TTC, comfort,
-  lane centring; 0 on the opposing lane / off the road) - hint on collision or red light.
-* "roach" (K=1): r_speed + r_position + r_rotation + r_action + r_terminal.
+    comfort  = -(number of nuPlan comfort limits broken this step) / 6
+* "carl" (K=1): CaRL's simple reward as in its code (envs.driving.rewards).
+* "roach" (K=1): Roach's summed reward as in its code (envs.driving.rewards).
 
-Termination: "carl" ends on collision, off-road, red light, route deviation,
-blocked (CaRL list; timeout = step limit is truncation) and treats route
-completion as truncation (carl.md); "vector" / "roach" end on collision,
-off-road, route deviation and blocked, and route completion terminates.
-The step limit (`max_steps`) truncates and counts as a timeout infraction
-when the route is not finished. `episode_end="common"` applies the
-"vector" / "roach" rules whatever the reward, so policies trained on
-different rewards can be evaluated under one rule set (red lights then
-count as infractions without ending the episode, as on CARLA's leaderboard).
+Episode rules (`episode_end`, static):
+* "reward" (default, training): each reward's own rules.
+    carl:   collision, red light, blocked (90 s), route deviation (the
+            leaderboard's InRouteTest), >= 95% of the ego box off the
+            drivable area, CaRL's eval_time (1200 s; a termination in its
+            code), route completed;
+    roach:  collision, red light, blocked (90 s), lateral distance to the
+            route > 3.5 m and growing, route completed;
+    vector: collision, off-road (centre off every lane strip), route
+            deviation > deviation_m, blocked (blocked_s), route completed.
+* "leaderboard" (the evaluation default of the studies): CARLA's leaderboard
+  (envs.driving.rules): collisions and red lights are penalties, not episode
+  ends; the route ends when completed (> 99% and within 10 m of its end), on
+  route deviation (30 m / 30% of the route > 15 m away), when blocked for
+  180 s, or at the route timeout (0.8 s per metre + 5 s; no penalty).
+* "common": the "vector" rules for every reward (earlier evaluation rule set,
+  kept so committed results stay reproducible).
+Completing a route TERMINATES the episode under every rule set (no reward can
+follow it); only time limits (the route timeout and the hard cap `max_steps`)
+truncate.
 
-Infractions (per step, counted in state): collision = exact box overlap
-(separating axes) of the ego with an active vehicle; off-road = the ego
-centre lies off every drivable lane (raster, 0.5 m); red light = the ego's
-route progress passes a stop line (start of a light-controlled junction
-connector) while that light is red (yellow is allowed); speeding = v >
-limit + speed_tol; route deviation = distance to the route > deviation_m;
-blocked = speed < 0.1 m/s for blocked_s; timeout as above.
+Metrics (info["episode_metrics"], the same under every rule set): route
+completion, the leaderboard's infraction score (vehicle collisions counted with
+its filters x 0.6, red lights x 0.7, x (1 - % of the driven route outside the
+route lanes)), driving score = RC x infraction score, success = route completed
+with no leaderboard infraction ('Perfect'); speeding and off-road are reported
+but are no leaderboard infractions.
+
+Geometry: collision = exact box overlap (separating axes) of the ego with an
+active vehicle; off-road = the ego centre lies off every drivable lane (raster,
+0.5 m); red light = the ego's route progress passes a stop line (start of a
+light-controlled junction connector) while that light is red (yellow is
+allowed); speeding = v > limit + speed_tol.
 
 Actions: action_type="continuous": Box(-1, 1, (2,)) = (steer, accel), steer
 * max_steer, accel > 0 throttle (* max_accel), < 0 brake (* max_brake).
@@ -51,17 +66,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from envs.driving import observe, sim
+from envs.driving import observe, rewards, rules, sim
 from envs.driving.roadmap import COS, JUNC, SIN, WIDTH, MapArrays, X, Y
 from envs.driving.routes import RouteBank
 from mo_rl.env import Env, StepResult
 from mo_rl.reward import RewardSpec
 from mo_rl.spaces import Box, Discrete
 
-# nuPlan comfort limits used by CaRL
-COMFORT = dict(lon_acc_min=-4.05, lon_acc_max=2.40, lat_acc=4.89, jerk=8.37, lon_jerk=4.13,
-               yaw_rate=0.95, yaw_acc=1.93)
-PENALTY = dict(collision=0.6, red_light=0.7, timeout=0.7)
+COMFORT = rewards.COMFORT  # nuPlan comfort limits (CaRL's rl_config)
+PENALTY = rules.PENALTY  # leaderboard penalty factors
+EPISODE_END = ("reward", "leaderboard", "common")
 
 
 class DrivingParams(NamedTuple):
@@ -73,8 +87,14 @@ class DrivingParams(NamedTuple):
     green_s: Any = 10.0
     yellow_s: Any = 3.0
     allred_s: Any = 2.0
-    blocked_s: Any = 90.0
-    deviation_m: Any = 6.0
+    blocked_s: Any = 90.0  # CaRL's and Roach's Blocked() default; the vector rules too
+    deviation_m: Any = 6.0  # vector / common rules
+    # leaderboard rules (envs.driving.rules cites the code)
+    lb_deviation_m: Any = 30.0
+    lb_deviation_share: Any = 0.30
+    lb_blocked_s: Any = 180.0
+    lb_timeout_s_per_m: Any = 0.8
+    lb_timeout_delay_s: Any = 5.0
     speed_tol: Any = 0.0
     max_steer: Any = 0.6
     max_accel: Any = 3.0
@@ -87,9 +107,10 @@ class DrivingParams(NamedTuple):
     ttc_weight: Any = 0.1
     speed_weight: Any = 0.1
     progress_scale: Any = 0.1
-    carl_hint: Any = 0.0
-    roach_terminal: Any = -10.0
-    roach_vmax: Any = 6.0
+    carl_hint: Any = rewards.CARL["terminal_hint"]
+    carl_eval_time_s: Any = rewards.CARL["eval_time"]
+    carl_off_road_share: Any = rewards.CARL["off_road_share"]
+    roach_terminal: Any = -1.0
 
 
 class DrivingState(NamedTuple):
@@ -112,12 +133,22 @@ class DrivingState(NamedTuple):
     light_offset: jax.Array  # (G,)
     t: jax.Array
     still: jax.Array  # consecutive steps with v < 0.1
-    n_collision: jax.Array
+    n_collision: jax.Array  # vehicle collisions as the leaderboard counts them
     n_off_road: jax.Array
     n_red_light: jax.Array
     n_speeding: jax.Array
-    deviation: jax.Array
-    blocked: jax.Array
+    deviation: jax.Array  # the active rules' route deviation ended the episode
+    blocked: jax.Array  # the active rules' blocked condition ended the episode
+    lb: rules.LeaderboardState
+    # CaRL's reward memory: penalty windows, comfort history, lane-centring counter
+    ttc_ticks: jax.Array
+    comfort_ticks: jax.Array  # (6,)
+    hist: jax.Array  # (4, HISTORY) lon. acc, lat. acc, |acc|, unwrapped yaw (oldest first)
+    hist_n: jax.Array
+    last_xy: jax.Array  # (2,) ego position at the last step (finite differences)
+    last_vel: jax.Array  # (2,)
+    lane_counter: jax.Array
+    roach_lat: jax.Array  # Roach's last lateral distance to the route
 
 
 class DrivingEnv(Env[DrivingState, DrivingParams]):
@@ -131,8 +162,8 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
                  episode_end: str = "reward"):
         if reward not in ("vector", "carl", "roach"):
             raise ValueError(f"reward must be 'vector', 'carl' or 'roach', got {reward!r}")
-        if episode_end not in ("reward", "common"):
-            raise ValueError(f"episode_end must be 'reward' or 'common', got {episode_end!r}")
+        if episode_end not in EPISODE_END:
+            raise ValueError(f"episode_end must be one of {EPISODE_END}, got {episode_end!r}")
         if action_type not in ("continuous", "discrete"):
             raise ValueError(f"action_type must be 'continuous' or 'discrete', got {action_type!r}")
         if obs_type not in ("vector", "bev"):
@@ -155,7 +186,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         elif reward == "carl":
             self.reward_spec = RewardSpec(("carl",), low=-1.0, high=1.0)
         else:
-            self.reward_spec = RewardSpec(("roach",), low=-20.0, high=2.0)
+            self.reward_spec = RewardSpec(("roach",), low=-40.0, high=1.0)
 
     @property
     def name(self) -> str:
@@ -222,6 +253,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         groups = jnp.arange(ng, dtype=jnp.uint32)
         light_offset = 100.0 * sim.unit_float(sim.mix32(bits[n + 1] + groups))
         f = jnp.zeros((), jnp.float32)
+        i = jnp.zeros((), jnp.int32)
         return DrivingState(
             x=xy0[0], y=xy0[1], yaw=yaw0, v=f, steer=f, accel=f, yaw_rate=f, lat_acc=f,
             veh_pt=veh_pt, veh_u=jnp.zeros(n), veh_v=m.pt_speed[veh_pt] * 0.5,
@@ -231,7 +263,11 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             t=jnp.zeros((), jnp.int32), still=jnp.zeros((), jnp.int32),
             n_collision=jnp.zeros((), jnp.int32), n_off_road=jnp.zeros((), jnp.int32),
             n_red_light=jnp.zeros((), jnp.int32), n_speeding=jnp.zeros((), jnp.int32),
-            deviation=jnp.zeros((), bool), blocked=jnp.zeros((), bool))
+            deviation=jnp.zeros((), bool), blocked=jnp.zeros((), bool),
+            lb=rules.initial_state(rb.pt[route, 0]), ttc_ticks=i,
+            comfort_ticks=jnp.zeros(6, jnp.int32),
+            hist=jnp.zeros((4, rewards.HISTORY), jnp.float32), hist_n=i,
+            last_xy=xy0, last_vel=jnp.zeros(2, jnp.float32), lane_counter=i, roach_lat=f)
 
     # ------------------------------------------------------------------ helpers
     def lights(self, state: DrivingState, params: DrivingParams) -> jax.Array:
@@ -284,22 +320,23 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         # first index of the minimum (argmin's paired reduction is slow on the CPU)
         prog = jnp.maximum(jnp.min(jnp.where(dists == route_dist, win, win[-1])), state.prog)
         gained = rb.cum[r, prog] - rb.cum[r, state.prog]
-        remaining = rb.length[r] - rb.cum[r, prog]
-        complete = (prog >= rb.num[r] - 1) | (remaining < 1.0)
         rc_old = 100.0 * rb.cum[r, state.prog] / rb.length[r]
-        rc = jnp.where(complete, 100.0, 100.0 * rb.cum[r, prog] / rb.length[r])
+        rc_now = 100.0 * rb.cum[r, prog] / rb.length[r]
+        # leaderboard: > 99% and within 10 m of the route's end
+        to_end = jnp.linalg.norm(rb.xy[r, rb.num[r] - 1] - ego_xy)
+        complete = (rc_now > rules.COMPLETE_PERCENT) & (to_end < rules.COMPLETE_DISTANCE)
+        rc = jnp.where(complete, 100.0, rc_now)
 
-        # infractions
         # vehicles in the ego frame: offset, relative heading, relative velocity
         rel = sim.to_frame_cs(veh_xy - ego_xy, ego_dir[0], ego_dir[1])
         rc_ = veh_dir[:, 0] * ego_dir[0] + veh_dir[:, 1] * ego_dir[1]
         rs_ = veh_dir[:, 1] * ego_dir[0] - veh_dir[:, 0] * ego_dir[1]
         rel_vel = veh_v[:, None] * jnp.stack([rc_, rs_], -1) - jnp.stack([v, 0.0])
         # collision now and time-to-collision (constant velocities at 0.1 .. 0.9 s)
-        ts = jnp.array([0.0, 0.1, 0.3, 0.5, 0.7, 0.9])[:, None, None]
+        ts = jnp.array((0.0,) + rewards.CARL["ttc_times"])[:, None, None]
         hits = sim.overlap_ego_frame(rel + ts * rel_vel, rc_, rs_) & state.veh_active
         collide = jnp.any(hits[0])
-        ttc = (v >= 0.1) & jnp.any(hits[1:])
+        ttc = (v >= rewards.CARL["ttc_min_speed"]) & jnp.any(hits[1:])
         off_road = ~on_road
         stop_i = rb.next_stop[r, jnp.minimum(state.prog + 1, rb.next_stop.shape[1] - 1)]
         light_id = rb.stop_light[r, stop_i]
@@ -307,21 +344,29 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         red_run = crossed & (lights[jnp.maximum(light_id, 0)] == sim.RED)
         limit = m.pt_speed[rb.pt[r, prog]]
         speeding = v > limit + p.speed_tol
-        deviate = route_dist > p.deviation_m
         still = jnp.where(v < 0.1, state.still + 1, 0)
-        blocked = still * dt >= p.blocked_s
-        timeout = (t >= p.max_steps) & ~complete
 
-        # localisation on the lane map (centring, opposing lane)
+        # localisation on the lane map (centring, lane direction)
         lane_c, lane_s = ego_row[COS], ego_row[SIN]
         lat_lane = sim.to_frame_cs(ego_xy - ego_row[X:Y + 1], lane_c, lane_s)[1]
         in_junction = ego_row[JUNC] >= 0
-        opposing = ego_dir[0] * lane_c + ego_dir[1] * lane_s < 0.0
         route_yaw = rb.yaw[r, prog]
         lat_route = sim.to_frame(ego_xy - rb.xy[r, prog], route_yaw)[1]
         yaw_err = jnp.mod(yaw - route_yaw + jnp.pi, 2 * jnp.pi) - jnp.pi
 
-        # comfort (nuPlan limits, this step)
+        # leaderboard criteria
+        counted, lb = rules.count_collision(state.lb, hits[0], t, dt, ego_xy, v)
+        outside_lanes, lb = rules.outside_route_lanes(lb, m.pt_tab, ego_pt, lat_lane,
+                                                      ego_row[WIDTH], ego_dir, gained)
+        lb_deviate, lb = rules.in_route_failed(lb, route_dist, gained, rb.length[r],
+                                               p.lb_deviation_m, p.lb_deviation_share)
+        lb_blocked = still * dt > p.lb_blocked_s
+        lb_timeout = t >= rules.route_timeout_steps(rb.length[r], dt, p.lb_timeout_s_per_m,
+                                                    p.lb_timeout_delay_s)
+        blocked = still * dt > p.blocked_s
+
+        # vector reward (comfort: nuPlan limits on this step's differences)
+        over = jnp.clip((v - limit) / 2.23, 0.0, 1.0)
         lat_acc = v * yaw_rate
         jerk_lon = (accel_eff - state.accel) / dt
         jerk_lat = (lat_acc - state.lat_acc) / dt
@@ -332,39 +377,63 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
                   + (jnp.abs(jerk_lon) > c["lon_jerk"]) + (jnp.abs(yaw_rate) > c["yaw_rate"])
                   + (jnp.abs(yaw_acc) > c["yaw_acc"]))
         broken = jnp.where(state.t == 0, 0, broken)  # no history on the first step
-
-        # rewards
-        over = jnp.clip((v - limit) / 2.23, 0.0, 1.0)
+        deviate_vec = route_dist > p.deviation_m
         safety = -jnp.maximum(collide, off_road).astype(jnp.float32) - p.ttc_weight * ttc
-        rules = -(red_run.astype(jnp.float32) + deviate) - p.speed_weight * over
-        progress = p.progress_scale * gained
-        comfort = -broken / 6.0
-        vec = jnp.stack([safety, rules, progress, comfort]).astype(jnp.float32)
+        rules_r = -(red_run.astype(jnp.float32) + deviate_vec) - p.speed_weight * over
+        vec = jnp.stack([safety, rules_r, p.progress_scale * gained, -broken / 6.0])
+        vec = vec.astype(jnp.float32)
 
-        width = ego_row[WIDTH]
-        centring = jnp.where(in_junction, 1.0,
-                             1.0 - jnp.clip(jnp.abs(lat_lane) / (0.5 * width), 0.0, 1.0))
-        factor = (1.0 - over) * jnp.where(ttc, 0.5, 1.0) * (1.0 - 0.5 * broken / 6.0) * centring
-        factor = jnp.where(opposing | off_road, 0.0, factor)
-        carl = (rc - rc_old) * factor - p.carl_hint * (collide | red_run)
+        # CaRL reward
+        carl_mem = self._carl_memory(state, ego_xy, ego_dir, yaw, dt)
+        ttc_on, ttc_ticks = rewards.penalty_window(state.ttc_ticks, ttc,
+                                                   rewards.CARL["ttc_ticks"])
+        comfort_on, comfort_ticks = rewards.penalty_window(
+            state.comfort_ticks, rewards.comfort_broken(carl_mem["hist"], carl_mem["hist_n"]),
+            rewards.CARL["comfort_ticks"])
+        centring, lane_counter = rewards.carl_centring(state.lane_counter, lat_lane, in_junction)
+        carl = rewards.carl_reward(rc - rc_old, rewards.carl_speed_factor(v, limit), ttc_on,
+                                   jnp.sum(comfort_on), centring, outside_lanes,
+                                   collide | red_run, p.carl_hint)
+        off_box = _box_off_road_share(m, ego_xy, ego_dir) > p.carl_off_road_share
 
-        hazard_v = hazard_speed(state._replace(x=x, y=y, yaw=yaw, v=v, prog=prog, t=t,
-                                               veh_pt=veh_pt, veh_u=veh_u, veh_v=veh_v), p,
-                                lights=lights, veh_xy=veh_xy)
-        v_des = jnp.minimum(jnp.minimum(limit, p.roach_vmax), hazard_v)
-        roach_fail = collide | off_road | deviate | blocked | red_run
-        roach = (1.0 - jnp.abs(v - v_des) / 6.0 - jnp.abs(lat_route) / 2.0 - jnp.abs(yaw_err)
-                 - 0.1 * (jnp.abs(steer - state.steer) > 0.01 * p.max_steer)
-                 + p.roach_terminal * roach_fail)
+        # Roach reward
+        light_ahead = (light_id >= 0) & (stop_i > prog)
+        ls = lights[jnp.maximum(light_id, 0)]
+        stop_xy = rb.xy[r, stop_i]
+        hit_xy = ego_xy - rewards.ROACH_TL_OFFSET * ego_dir  # Roach's light search point
+        light_stop = (light_ahead & ((ls == sim.RED) | (ls == sim.YELLOW))
+                      & (jnp.linalg.norm(stop_xy - hit_xy) <= rewards.ROACH["light_dist"]))
+        v_des = rewards.roach_desired_speed(rel, rc_, state.veh_active,
+                                            jnp.linalg.norm(stop_xy - ego_xy), light_stop)
+        lat_abs = jnp.abs(lat_route)
+        roach_lat_done = rewards.roach_lateral_done(lat_abs, state.roach_lat)
+        roach_fatal = collide | red_run
+        roach_done = roach_fatal | blocked | roach_lat_done
+        roach = rewards.roach_reward(v, v_des, lat_abs, yaw_err,
+                                     jnp.abs(steer - state.steer) > 0.01 * p.max_steer,
+                                     roach_done, roach_fatal, p.roach_terminal)
 
         # termination
-        fail = collide | off_road | deviate | blocked
-        if self.reward == "carl" and self.episode_end == "reward":
-            terminated = fail | red_run
-            truncated = (complete | (t >= p.max_steps)) & ~terminated
-        else:
-            terminated = fail | complete
-            truncated = (t >= p.max_steps) & ~terminated
+        cap = t >= p.max_steps
+        rule_set = self.reward if self.episode_end == "reward" else self.episode_end
+        if rule_set == "leaderboard":
+            deviation, ended_blocked = lb_deviate, lb_blocked
+            terminated = lb_deviate | lb_blocked | complete
+            limit_hit = lb_timeout | cap
+        elif rule_set == "carl":
+            deviation, ended_blocked = lb_deviate, blocked
+            terminated = (collide | red_run | blocked | lb_deviate | off_box
+                          | (t * dt > p.carl_eval_time_s) | complete)
+            limit_hit = cap
+        elif rule_set == "roach":
+            deviation, ended_blocked = roach_lat_done, blocked
+            terminated = roach_done | complete
+            limit_hit = cap
+        else:  # "vector" and "common"
+            deviation, ended_blocked = deviate_vec, blocked
+            terminated = collide | off_road | deviate_vec | blocked | complete
+            limit_hit = cap
+        truncated = limit_hit & ~terminated
         reward = {"vector": vec, "carl": carl[None], "roach": roach[None]}[self.reward]
 
         new = DrivingState(
@@ -372,20 +441,43 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             lat_acc=lat_acc, veh_pt=veh_pt, veh_u=veh_u, veh_v=veh_v, veh_turn=veh_turn,
             veh_vf=state.veh_vf, veh_active=state.veh_active, route=r, prog=prog,
             light_offset=state.light_offset, t=t, still=still,
-            n_collision=state.n_collision + collide, n_off_road=state.n_off_road + off_road,
+            n_collision=state.n_collision + counted, n_off_road=state.n_off_road + off_road,
             n_red_light=state.n_red_light + red_run, n_speeding=state.n_speeding + speeding,
-            deviation=state.deviation | deviate, blocked=state.blocked | blocked)
-        metrics = episode_metrics(new, rc, timeout & ~terminated)
+            deviation=state.deviation | deviation, blocked=state.blocked | ended_blocked,
+            lb=lb, ttc_ticks=ttc_ticks, comfort_ticks=comfort_ticks,
+            lane_counter=lane_counter, roach_lat=lat_abs, **carl_mem)
+        metrics = episode_metrics(new, rc, truncated)
         info = {
             "reward_views": {"vector": vec, "carl": carl[None].astype(jnp.float32),
                              "roach": roach[None].astype(jnp.float32)},
             "episode_metrics": metrics,
-            "infractions": {"collision": collide, "off_road": off_road, "red_light": red_run,
-                            "speeding": speeding, "deviation": deviate, "blocked": blocked,
-                            "ttc": ttc},
+            "infractions": {"collision": collide, "collision_counted": counted,
+                            "off_road": off_road, "off_road_box": off_box,
+                            "red_light": red_run, "speeding": speeding,
+                            "outside_lanes": outside_lanes, "deviation": deviation,
+                            "blocked": ended_blocked, "ttc": ttc},
         }
         return StepResult(self.observe(new, p), new, reward.astype(jnp.float32), terminated,
                           truncated, info)
+
+    @staticmethod
+    def _carl_memory(state: DrivingState, ego_xy: jax.Array, ego_dir: jax.Array,
+                     yaw: jax.Array, dt: Any) -> dict[str, jax.Array]:
+        """CaRL's comfort history: finite-difference velocity and acceleration of the
+        ego position (compute_comfort_penalty; zero on its first call), projected on the
+        ego's forward / right axes, |acceleration| and the unwrapped yaw."""
+        first = state.hist_n == 0
+        vel = jnp.where(first, 0.0, (ego_xy - state.last_xy) / dt)
+        acc = jnp.where(first, 0.0, (vel - state.last_vel) / dt)
+        lon = acc @ ego_dir
+        lat = acc[0] * ego_dir[1] - acc[1] * ego_dir[0]
+        last_yaw = state.hist[3, -1]
+        unwrapped = jnp.where(first, yaw,
+                              last_yaw + jnp.mod(yaw - last_yaw + jnp.pi, 2 * jnp.pi) - jnp.pi)
+        column = jnp.stack([lon, lat, jnp.linalg.norm(acc), unwrapped])
+        hist = jnp.concatenate([state.hist[:, 1:], column[:, None]], axis=1)
+        return dict(hist=hist, hist_n=jnp.minimum(state.hist_n + 1, rewards.HISTORY),
+                    last_xy=ego_xy, last_vel=vel)
 
     def observe(self, state: DrivingState, params: DrivingParams) -> jax.Array:
         if self.obs_type == "vector":
@@ -399,25 +491,39 @@ ROUTE_WINDOW = 12
 
 
 def episode_metrics(s: DrivingState, rc: jax.Array, timeout: jax.Array) -> dict[str, jax.Array]:
-    """CARLA-leaderboard style metrics of the episode so far (final on the last step)."""
-    pen = (PENALTY["collision"] ** s.n_collision * PENALTY["red_light"] ** s.n_red_light
-           * jnp.where(timeout, PENALTY["timeout"], 1.0))
-    infraction = ((s.n_collision + s.n_off_road + s.n_red_light + s.n_speeding) > 0) | (
-        s.deviation | s.blocked | timeout)
+    """The leaderboard's metrics of the episode so far (final on its last step): no penalty
+    for a timeout, speeding and off-road are reported but are no infractions; success =
+    route completed with no infraction entry ('Perfect', statistics_manager.py:401)."""
+    outside = rules.outside_percent(s.lb)
+    score = rules.infraction_score(s.n_collision, s.n_red_light, outside)
+    clean = ((s.n_collision + s.n_red_light) == 0) & (s.lb.outside <= 0.0)
     f = jnp.float32
     return {
         "route_completion": rc.astype(f),
-        "infraction_score": pen.astype(f),
-        "driving_score": (rc * pen).astype(f),
-        "success": ((rc >= 99.0) & ~infraction).astype(f),
+        "infraction_score": score.astype(f),
+        "driving_score": (rc * score).astype(f),
+        "success": ((rc >= 100.0) & clean & ~(s.deviation | s.blocked | timeout)).astype(f),
         "collision": (s.n_collision > 0).astype(f),
         "off_road": (s.n_off_road > 0).astype(f),
+        "outside_lanes": outside.astype(f),
         "red_light": s.n_red_light.astype(f),
         "speeding": (s.n_speeding > 0).astype(f),
         "deviation": s.deviation.astype(f),
         "blocked": s.blocked.astype(f),
         "timeout": timeout.astype(f),
     }
+
+
+def _box_off_road_share(m: MapArrays, xy: jax.Array, heading: jax.Array) -> jax.Array:
+    """Share of the ego box off the drivable raster (8 x 4 sample points), CaRL's
+    perc_off_road (it terminates above off_road_term_perc = 0.95)."""
+    u = (jnp.arange(8) + 0.5) / 8 - 0.5
+    w = (jnp.arange(4) + 0.5) / 4 - 0.5
+    lon = jnp.repeat(u * sim.VEH_LEN, 4)
+    lat = jnp.tile(w * sim.VEH_WID, 8)
+    pts = xy + lon[:, None] * heading + lat[:, None] * jnp.stack([-heading[1], heading[0]])
+    _, on = sim.grid_lookup(m, pts)
+    return 1.0 - jnp.mean(on.astype(jnp.float32))
 
 
 # --------------------------------------------------------------------------- controllers

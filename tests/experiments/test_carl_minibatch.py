@@ -16,7 +16,7 @@ def test_study_writes_table_and_resume_only_re_evaluates(tmp_path):
     out = tmp_path / "results" / "carl_minibatch" / "tiny"
     main(cfg, ["--preset", "tiny"])
     first = json.loads((out / "timings.json").read_text())
-    assert "red lights count as infractions" in (out / "table.md").read_text()
+    assert "collisions and red lights are penalties" in (out / "table.md").read_text()
 
     main(dataclasses.replace(cfg, resume=True, eval_rules="reward"), ["--resume"])
     again = json.loads((out / "timings.json").read_text())
@@ -35,5 +35,5 @@ def test_study_writes_table_and_resume_only_re_evaluates(tmp_path):
 
 def test_eval_rules_are_checked():
     with pytest.raises(ConfigError, match="eval_rules"):
-        dataclasses.replace(PRESETS["tiny"], eval_rules="leaderboard")
-    assert CarlMinibatchConfig(agent=PRESETS["quick"].agent).eval_rules == "common"
+        dataclasses.replace(PRESETS["tiny"], eval_rules="nope")
+    assert CarlMinibatchConfig(agent=PRESETS["quick"].agent).eval_rules == "leaderboard"

@@ -407,4 +407,4 @@ def test_carl_red_light_ends_the_episode_only_under_its_own_rules(episode_end, e
 
 def test_episode_end_rejects_unknown_rules():
     with pytest.raises(ValueError, match="episode_end"):
-        make_driving("quick", episode_end="leaderboard")
+        make_driving("quick", episode_end="nope")
