@@ -113,8 +113,14 @@ SHARDED = textwrap.dedent(
 )
 
 
+# The subprocesses emulate devices / hosts with CPU devices: pinned to the CPU platform so
+# the tests mean the same on a GPU machine (where jax.devices() would be the GPUs).
+def _cpu_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+
+
 def test_sharded_sweep_equals_single_device(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
+    env = _cpu_env()
     p = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert "SHARDED_OK" in p.stdout, p.stdout[-3000:] + p.stderr[-5000:]
@@ -151,7 +157,7 @@ def test_multihost_two_processes(tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = str(s.getsockname()[1])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
+    env = _cpu_env()
     procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST, str(i), port, str(tmp_path)],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in range(2)]
@@ -160,9 +166,10 @@ def test_multihost_two_processes(tmp_path):
         assert f"MH_OK {i}" in out, out[-2000:] + err[-4000:]
     from mo_rl.runner import run
 
-    ref = run(make_agent, ToyConfig(num_updates=12), range(8), study="ref", num_chunks=3,
-              objectives=["x", "y"], progress=False, mesh=None, runs_root=tmp_path / "ref",
-              results_root=None)
+    with jax.default_device(jax.devices("cpu")[0]):  # the processes above ran on the CPU
+        ref = run(make_agent, ToyConfig(num_updates=12), range(8), study="ref", num_chunks=3,
+                  objectives=["x", "y"], progress=False, mesh=None, runs_root=tmp_path / "ref",
+                  results_root=None)
     for i in range(2):
         with np.load(tmp_path / f"p{i}.npz") as z:
             for k, v in ref.train.items():
