@@ -142,6 +142,11 @@ class EpisodeStats(Wrapper):
 
     def step(self, key, state: EpisodeStatsState, action, params) -> StepResult:
         res = self._env.step(key, state.env_state, action, params)
+        if jnp.shape(res.reward) != self._reward_shape():  # static: raised while tracing
+            raise ValueError(
+                f"{self._env.name}: step returned a reward of shape {jnp.shape(res.reward)}, "
+                f"but its reward_spec {self.reward_spec.names} (num_agents="
+                f"{self.num_agents}) needs shape {self._reward_shape()}")
         done = jnp.logical_or(res.terminated, res.truncated)
         ret = state.episode_returns + res.reward.astype(jnp.float32)
         length = state.episode_lengths + 1

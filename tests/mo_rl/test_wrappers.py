@@ -18,6 +18,7 @@ from mo_rl.wrappers import (
     NormalizeObs,
     NormalizeObsState,
     VmapEnv,
+    Wrapper,
 )
 
 
@@ -242,9 +243,8 @@ def test_check_actions_raises_naming_env_and_bound_inside_jit_vmap_scan():
 
 
 def test_check_actions_box_bounds_and_nan():
-    from mo_rl.wrappers import CheckActions
-
     from envs.classic import Pendulum
+    from mo_rl.wrappers import CheckActions
 
     pend = Pendulum()
     p = pend.default_params
@@ -277,3 +277,21 @@ def test_check_actions_keeps_the_observe_once_path():
 
     env, _ = make_driving("quick", num_vehicles=0)
     assert CheckActions(env).observes_state is True  # AutoReset observes once through it
+
+
+class _ThreeRewards(Wrapper):
+    """PreorderedShortcut whose step returns 3 reward components for a 2-name spec."""
+
+    def step(self, key, state, action, params):
+        r = self._env.step(key, state, action, params)
+        return r._replace(reward=jnp.concatenate([r.reward, r.reward[:1]]))
+
+
+def test_reward_of_the_wrong_length_is_a_clear_error():
+    """Without the check the (2,) running return would broadcast against a (3,) reward
+    or fail deep inside jnp with no env name."""
+    base = PreorderedShortcut()
+    env = EpisodeStats(AutoReset(_ThreeRewards(base)))
+    with pytest.raises(ValueError, match=r"reward of shape \(3,\).*\('safety', 'progress'\).*"
+                                         r"needs shape \(2,\)"):
+        _run(env, base.default_params, [0, 1])
