@@ -88,15 +88,20 @@ def _comfort_coefficients(dt: float = 0.1) -> np.ndarray:
 COMFORT_COEF = _comfort_coefficients()
 
 
-def comfort_broken(hist: jax.Array, n: jax.Array) -> jax.Array:
-    """(6,) bool: which of CaRL's 6 comfort checks fail at the newest step.
-
-    hist (4, HISTORY): lon. acc, lat. acc, |acc|, unwrapped yaw, oldest first
-    (unused leading slots hold anything: their weights are 0); n = entries held.
+def comfort_filtered(hist: jax.Array, n: jax.Array) -> jax.Array:
+    """(6,) CaRL's filtered lon. acc, lat. acc, jerk, lon. jerk, yaw rate, yaw accel at the
+    newest step. hist (4, HISTORY): lon. acc, lat. acc, |acc|, unwrapped yaw, oldest
+    first (unused leading slots may hold anything: their weights are 0); n = entries held.
     """
     w = jnp.asarray(COMFORT_COEF)[jnp.minimum(n, HISTORY)]  # (6, H)
     src = hist[jnp.array([0, 1, 2, 0, 3, 3])]  # the series each check filters
-    f = jnp.sum(w * src, axis=-1)
+    return jnp.sum(w * src, axis=-1)
+
+
+def comfort_broken(hist: jax.Array, n: jax.Array) -> jax.Array:
+    """(6,) bool: which of CaRL's 6 comfort checks fail at the newest step (none before
+    MIN_HISTORY entries)."""
+    f = comfort_filtered(hist, n)
     c = COMFORT
     broken = jnp.stack([(f[0] > c["lon_acc_max"]) | (f[0] < c["lon_acc_min"]),
                         jnp.abs(f[1]) > c["lat_acc"], jnp.abs(f[2]) > c["jerk"],
