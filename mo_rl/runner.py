@@ -71,6 +71,7 @@ from mo_rl.agent import Agent, run_updates
 from mo_rl.batching import map_runs
 from mo_rl.checkpoint import CheckpointCorruptError, Checkpointer, CheckpointError
 from mo_rl.config import ConfigError, config_hash, run_flags, save_config, to_dict
+from mo_rl.env import Env
 from mo_rl.metrics_log import MetricsLogger, flatten_metrics
 from mo_rl.progress import ProgressLine, summarize_chunk
 from mo_rl.results import check_clean, code_version, provenance, write_results
@@ -95,6 +96,10 @@ _NAN_BY_CONVENTION = ("episode_return", "episode_length")
 RUNTIME_FIELDS = ("name", "resume", "progress", "results_root", "runs_root")
 
 
+# per-process ids of host objects (a host env adapter's registry handle): not identity
+_PROCESS_LOCAL = ("handle",)
+
+
 def _identity_value(x: Any) -> Any:
     """A JSON leaf for one env param / attribute: scalars as values, arrays by digest."""
     import hashlib
@@ -112,8 +117,8 @@ def _identity_value(x: Any) -> Any:
 
 def _attrs(obj: Any) -> dict[str, Any]:
     out = {}
-    for k, v in sorted(vars(obj).items()):
-        if k.startswith("_") or callable(v):
+    for k, v in sorted(getattr(obj, "__dict__", {}).items()):
+        if k.startswith("_") or k in _PROCESS_LOCAL or callable(v):
             continue
         if isinstance(v, (list, tuple)):
             out[k] = [_identity_value(x) for x in v]
@@ -132,8 +137,8 @@ def env_identity(env: Any, params: Any = None) -> dict[str, Any]:
     stack, e = [], env
     while True:
         stack.append({"class": f"{type(e).__module__}.{type(e).__qualname__}", **_attrs(e)})
-        inner = e.__dict__.get("_env")
-        if inner is None:
+        inner = getattr(e, "__dict__", {}).get("_env")
+        if not isinstance(inner, Env):  # the base env (a host adapter's _env is not ours)
             break
         e = inner
     if params is None:
@@ -141,6 +146,7 @@ def env_identity(env: Any, params: Any = None) -> dict[str, Any]:
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     fields = {jax.tree_util.keystr(k).lstrip(".") or "params": _identity_value(v)
               for k, v in leaves}
+    fields = {k: v for k, v in fields.items() if k.split(".")[-1] not in _PROCESS_LOCAL}
     return {"name": e.name, "stack": stack, "params": fields}
 
 
