@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 KMH = 1.0 / 3.6
-CACHE_VERSION = "v3"
+CACHE_VERSION = "v4"  # v4: road-level speed records, lane width along the lane
+SPEED_UNITS = {"m/s": 1.0, "km/h": KMH, "mph": 0.44704}  # OpenDRIVE <speed unit=...>
 
 
 # --------------------------------------------------------------------------- host side
@@ -48,11 +50,12 @@ class Lane:
     """One lane as a dense polyline from its start to its end (direction of travel)."""
 
     xy: np.ndarray  # (n, 2) float, n >= 2
-    width: float
+    width: float  # at the lane start
     junction: int = -1  # junction id, -1 outside junctions
     speed: float = 30 * KMH  # speed limit at the lane start [m/s]
     signs: list[tuple[float, float]] = field(default_factory=list)  # (s, limit m/s)
     key: tuple = ()
+    widths: np.ndarray | None = None  # (n,) lane width at each xy point (None: constant)
 
     @property
     def length(self) -> float:
@@ -67,6 +70,8 @@ class RoadNetwork:
     lane_light: list[int]  # light id controlling entry into the lane, -1 if none
     light_group: list[int]  # per light: its group (junction)
     light_order: list[int]  # per light: position in the group's cycle
+    # signal references that control no lane, with the reason (e.g. a shoulder lane)
+    signal_issues: list[str] = field(default_factory=list)
 
 
 def _link_successors(lanes: list[Lane], tol: float = 0.5) -> list[list[int]]:
@@ -124,28 +129,69 @@ def _propagate_speed(lanes: list[Lane], succ: list[list[int]], default: float) -
 
 
 # ---------------------------------------------------------------- CARLA (OpenDRIVE)
+def road_speed_records(xodr_text: str) -> dict[int, list[tuple[float, float]]]:
+    """Per road id: sorted (s, max speed m/s) of its OpenDRIVE <type><speed> records
+    (Town01: <speed max="25" unit="mph"/> on every non-junction road)."""
+    import xml.etree.ElementTree as ET
+
+    out: dict[int, list[tuple[float, float]]] = {}
+    for road in ET.fromstring(xodr_text).iter("road"):
+        recs = []
+        for typ in road.findall("type"):
+            for sp in typ.findall("speed"):
+                unit = sp.get("unit", "m/s")
+                if unit not in SPEED_UNITS:
+                    raise ValueError(f"road {road.get('id')}: unknown speed unit {unit!r}")
+                recs.append((float(typ.get("s", 0.0)), float(sp.get("max")) * SPEED_UNITS[unit]))
+        if recs:
+            out[int(road.get("id"))] = sorted(recs)
+    return out
+
+
+def _record_signs(s_road: np.ndarray, arc: np.ndarray,
+                  recs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Road speed records as lane 'signs' (arc length, m/s): the record in force at each
+    point's road s, one entry wherever it changes along the lane (either direction)."""
+    starts = np.array([r[0] for r in recs])
+    idx = np.searchsorted(starts, s_road + 1e-6, side="right") - 1
+    val = np.array([recs[max(i, 0)][1] for i in idx])
+    change = np.concatenate([[True], val[1:] != val[:-1]])
+    return [(float(arc[i]), float(val[i])) for i in np.nonzero(change)[0]]
+
+
 def carla_network(xodr_text: str, name: str = "map", step: float = 1.0) -> RoadNetwork:
-    """Read lanes, links, junctions, lights and speed signs with carla.Map (offline)."""
+    """Read lanes, links, junctions, lights, road speed records and speed signs with
+    carla.Map (offline). A signal reference to a driving lane that matches no lane
+    raises; one to a non-driving lane is listed in `signal_issues` (and warned)."""
     import carla
 
     cmap = carla.Map(name, xodr_text)
+    records = road_speed_records(xodr_text)
     lanes: list[Lane] = []
     keys: dict[tuple, list[int]] = {}
     for w0, w1 in cmap.get_topology():
         ws = [w0, *w0.next_until_lane_end(step)]
         xy = np.array([[w.transform.location.x, w.transform.location.y] for w in ws])
+        widths = np.array([w.lane_width for w in ws])
+        s_road = np.array([w.s for w in ws])
         end = np.array([w1.transform.location.x, w1.transform.location.y])
         if np.linalg.norm(xy[-1] - end) > 1e-3:
             xy = np.vstack([xy, end])
+            widths, s_road = np.append(widths, widths[-1]), np.append(s_road, s_road[-1])
         keep = np.concatenate([[True], np.linalg.norm(np.diff(xy, axis=0), axis=1) > 1e-3])
-        xy = xy[keep]
+        xy, widths, s_road = xy[keep], widths[keep], s_road[keep]
         if len(xy) < 2:
             continue
         key = (w0.road_id, w0.section_id, w0.lane_id)
-        lanes.append(Lane(xy=xy, width=float(w0.lane_width),
-                          junction=int(w0.junction_id) if w0.is_junction else -1, key=key))
+        lane = Lane(xy=xy, width=float(widths[0]), widths=widths,
+                    junction=int(w0.junction_id) if w0.is_junction else -1, key=key)
+        if w0.road_id in records:
+            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(xy, axis=0), axis=1))])
+            lane.signs += _record_signs(s_road, arc, records[w0.road_id])
+        lanes.append(lane)
         keys.setdefault((w0.road_id, w0.lane_id), []).append(len(lanes) - 1)
     succ = _link_successors(lanes)
+    issues: list[str] = []
 
     def lanes_at(road: int, lane_id: int, s: float) -> list[int]:
         wp = cmap.get_waypoint_xodr(road, lane_id, s)
@@ -159,23 +205,37 @@ def carla_network(xodr_text: str, name: str = "map", step: float = 1.0) -> RoadN
                 out.append(i)
         return out[:1]
 
-    def signal_lanes(lm) -> list[tuple[int, float]]:
+    def signal_lanes(lm, report: bool) -> list[tuple[int, float]]:
+        """Lanes (and point index) a signal applies to. A reference to a non-driving lane
+        is listed in `issues` when `report` (traffic lights; a speed sign's validity
+        normally spans sidewalks and shoulders too)."""
         res = []
         for lo, hi in lm.get_lane_validities():
             for lid in range(lo, hi + 1):
                 if lid == 0:
                     continue
-                for i in lanes_at(lm.road_id, lid, lm.s):
-                    wp = cmap.get_waypoint_xodr(lm.road_id, lid, lm.s)
+                wp = cmap.get_waypoint_xodr(lm.road_id, lid, lm.s)
+                where = f"signal {lm.id} ({lm.name}) on road {lm.road_id} lane {lid} s={lm.s:.1f}"
+                if wp is None or wp.lane_type != carla.LaneType.Driving:
+                    kind = "no lane" if wp is None else f"a {wp.lane_type} lane"
+                    if report:
+                        issues.append(f"{where}: {kind}, controls nothing")
+                    continue
+                found = lanes_at(lm.road_id, lid, lm.s)
+                if not found:
+                    raise ValueError(f"{where}: no lane of the network matches this driving lane")
+                for i in found:
                     p = np.array([wp.transform.location.x, wp.transform.location.y])
                     s_on = float(np.linalg.norm(lanes[i].xy - p, axis=1).argmin())
                     res.append((i, s_on))
         return res
 
-    # speed signs (CARLA reads Speed_30/60/90 as km/h although the file says mph)
+    # speed signs (CARLA reads Speed_30/60/90 as km/h although the file says mph); a road's
+    # <speed> record acts as a sign at the road's start, so a posted sign overrides it
+    # downstream on that road, and lanes without either inherit the last value upstream
     for lm in cmap.get_all_landmarks_of_type("274"):
         v = float(lm.value) * KMH
-        for i, s_idx in signal_lanes(lm):
+        for i, s_idx in signal_lanes(lm, report=False):
             s = float(np.linalg.norm(np.diff(lanes[i].xy[: int(s_idx) + 1], axis=0), axis=1).sum())
             lanes[i].signs.append((s, v))
     _propagate_speed(lanes, succ, default=30 * KMH)
@@ -184,7 +244,7 @@ def carla_network(xodr_text: str, name: str = "map", step: float = 1.0) -> RoadN
     lane_light = [-1] * len(lanes)
     sig_ids: dict[int, int] = {}
     for lm in cmap.get_all_landmarks_of_type("1000001"):
-        for i, _ in signal_lanes(lm):
+        for i, _ in signal_lanes(lm, report=True):
             targets = [i] if lanes[i].junction >= 0 else [
                 j for j in succ[i] if lanes[j].junction >= 0]
             lid = sig_ids.setdefault(int(lm.id), len(sig_ids))
@@ -201,7 +261,10 @@ def carla_network(xodr_text: str, name: str = "map", step: float = 1.0) -> RoadN
     for gi, (_, members) in enumerate(sorted(groups.items())):
         for k, lid in enumerate(sorted(members)):
             light_group[lid], light_order[lid] = gi, k
-    return RoadNetwork(name, lanes, succ, lane_light, light_group, light_order)
+    if issues:
+        warnings.warn(f"{name}: {len(issues)} signal reference(s) control no driving lane: "
+                      + "; ".join(issues), stacklevel=2)
+    return RoadNetwork(name, lanes, succ, lane_light, light_group, light_order, issues)
 
 
 # ---------------------------------------------------------------- procedural
@@ -366,7 +429,8 @@ def _build_arrays(net: RoadNetwork, ds: float = 1.0, res: float = 0.5,
         start.append(len(np.concatenate(pts)) if pts else 0)
         pts.append(np.stack([x, y], 1))
         yaw.append(np.arctan2(ny_ - y, nx_ - x))
-        width.append(np.full(n, ln.width))
+        width.append(np.full(n, ln.width) if ln.widths is None
+                     else np.interp(s, cum, ln.widths))
         lane_id.append(np.full(n, li))
         seg.append(np.full(n, length / n))
         last.append(np.arange(n) == n - 1)
@@ -412,7 +476,8 @@ def _build_arrays(net: RoadNetwork, ds: float = 1.0, res: float = 0.5,
         cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(ln.xy, axis=0), axis=1))])
         s = np.linspace(0, cum[-1], max(2, int(cum[-1] / 0.25) + 1))
         dense.append(np.stack([np.interp(s, cum, ln.xy[:, 0]), np.interp(s, cum, ln.xy[:, 1])], 1))
-        dwidth.append(np.full(len(s), ln.width))
+        dwidth.append(np.full(len(s), ln.width) if ln.widths is None
+                      else np.interp(s, cum, ln.widths))
     dense_xy = np.concatenate(dense)
     dist, di = cKDTree(dense_xy).query(q)
     drivable = dist <= 0.5 * np.concatenate(dwidth)[di] + 0.1
