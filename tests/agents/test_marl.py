@@ -49,8 +49,8 @@ def test_config_validation_names_the_field():
         make_agent(MARLConfig(), env, p)
 
 
-@pytest.mark.parametrize("algo,share,bins", [("ippo", True, 0), ("ippo", False, 0),
-                                             ("mappo", True, 0), ("mappo", False, 11)])
+# every option appears once (each case costs ~10 s of compilation on 2 CPU cores)
+@pytest.mark.parametrize("algo,share,bins", [("ippo", True, 0), ("mappo", False, 11)])
 def test_variants_run_vmapped_over_seeds_and_reward_modes(algo, share, bins):
     env, p = envs.make("GiftExchange-v0")
     cfg = MARLConfig(algo=algo, share_params=share, discrete_bins=bins, total_timesteps=400,
