@@ -106,3 +106,22 @@ def test_ippo_learns_team_production_nash_privately_and_full_effort_cooperativel
     private, cooperative = np.asarray(ev["cooperation"])
     assert abs(private - nash) < 0.08, (private, nash)
     assert cooperative > 0.9, cooperative
+
+
+def test_discrete_action_spaces_of_any_multi_agent_env():
+    """A protocol env with Discrete(2) per agent (a repeated prisoner's dilemma): IPPO's
+    categorical policy learns to defect, the dominant action (known answer)."""
+    from tests.envs.test_pettingzoo_out import MatrixGame
+
+    env = MatrixGame()
+    cfg = MARLConfig(total_timesteps=16 * 10 * 30, num_envs=16, num_steps=10,
+                     minibatch_size=40, lr=3e-3, gamma=0.5, reward_scale=1.0,
+                     normalize_obs=False, eval_episodes=4)
+    agent = make_agent(cfg, env, None)
+    state, m = jax.jit(jax.vmap(lambda k: run_updates(agent, agent.init(k),
+                                                      agent.num_updates)))(
+        jax.random.split(jax.random.key(0), 2))
+    assert bool(m["finite"].all())
+    ev = jax.jit(jax.vmap(agent.evaluate))(state, jax.random.split(jax.random.key(1), 2))
+    # mutual defection pays 1 per step to each agent over 10 steps
+    np.testing.assert_allclose(ev["episode_return"], 10.0)
