@@ -41,7 +41,7 @@ from agents.ppo import (
     policy_loss,
     value_loss,
 )
-from mo_rl.agent import Agent
+from mo_rl.agent import Agent, all_finite
 from mo_rl.batching import batched
 from mo_rl.env import Env
 from mo_rl.gae import gae, next_values
@@ -243,10 +243,6 @@ class Transition(NamedTuple):
     terminated: jax.Array
     truncated: jax.Array
     final_obs: jax.Array
-
-
-def all_finite(tree: Any) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def episode_metrics(info: dict) -> dict[str, jax.Array]:
