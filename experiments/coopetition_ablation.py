@@ -16,7 +16,8 @@ and the final trust (mean off-diagonal T at the episode's end). The tables hold 
 
 Writes results/coopetition/<name>/: table.md, table.csv (every game x mode), mixing.md /
 mixing.csv (the sweep), heatmap_cooperation.png, heatmap_welfare.png,
-heatmap_final_trust.png, mixing.png, config.json, run.json (device, wall time, command).
+heatmap_final_trust.png, runs.csv / mixing_runs.csv (every run), config.json, run.json
+(device, wall time, command).
 """
 
 from __future__ import annotations
