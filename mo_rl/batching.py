@@ -137,11 +137,12 @@ class HostBatchedEnv(Env):
         self.num_agents = env.num_agents
         self._slots: list[_Slot | None] = []
         params = env.default_params
-        lead = (self.num_envs,) if env.num_agents is None else (self.num_envs, env.num_agents)
+        n = (self.num_envs,)  # multi-agent spaces already carry the agent axis
+        lead = n if env.num_agents is None else (self.num_envs, env.num_agents)
         obs = env.observation_space(params)
-        self._obs = jax.ShapeDtypeStruct(lead + tuple(obs.shape), np.dtype(obs.dtype))
+        self._obs = jax.ShapeDtypeStruct(n + tuple(obs.shape), np.dtype(obs.dtype))
         act = env.action_space(params)
-        self._act = jax.ShapeDtypeStruct(lead + tuple(act.shape), np.dtype(act.dtype))
+        self._act = jax.ShapeDtypeStruct(n + tuple(act.shape), np.dtype(act.dtype))
         if self._act.dtype.itemsize != 4:
             raise NotImplementedError(f"{env.name}: actions of dtype {self._act.dtype} are not "
                                       "supported (32-bit ints or floats only)")

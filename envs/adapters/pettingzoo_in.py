@@ -4,8 +4,9 @@
     venv = mo_rl.batching.batched(env, 8)                    # 8 games stepped on the host
 
 * Agents: `possible_agents` in their order form the leading agent axis (A);
-  observations (A, ...), actions (A, ...), rewards (A, K). Every agent must
-  have the same (Box or Discrete) observation and action spaces.
+  observations (A, ...), actions (A, ...), rewards (A, K), and the spaces the
+  adapter reports carry that axis. Every agent must have the same (Box or
+  Discrete) observation and action spaces.
 * Agents that leave early: their observation is zeros and their reward 0
   from then on, and their action is not sent to the env. info["active"] (A,)
   says which agents acted in this step (mask their transitions with it);
@@ -76,6 +77,15 @@ def _same_space(env: pettingzoo.ParallelEnv, fn: str, agents: list[str]) -> Box 
                 "one space for every agent (pad or wrap the env, e.g. with SuperSuit)."
             )
     return first
+
+
+def _joint(space: Box | Discrete, a: int) -> Box | Discrete:
+    """A per-agent space with a leading agent axis of size `a`."""
+    shape = (a, *space.shape)
+    if isinstance(space, Discrete):
+        return Discrete(space.n, shape, space.dtype)
+    return Box(np.broadcast_to(space.low, shape), np.broadcast_to(space.high, shape), shape,
+               space.dtype)
 
 
 class _Games:
@@ -189,10 +199,11 @@ class PettingZooIn(Env):
         return PettingZooParams()
 
     def observation_space(self, params) -> Box | Discrete:
-        return self.obs_space
+        """The joint space, agent axis first (as every multi-agent protocol env)."""
+        return _joint(self.obs_space, self.num_agents)
 
     def action_space(self, params) -> Box | Discrete:
-        return self.act_space
+        return _joint(self.act_space, self.num_agents)
 
     def make_batched(self, num_envs: int) -> HostBatchedEnv:
         """`num_envs` fresh games stepped in one callback (mo_rl.batching.batched)."""

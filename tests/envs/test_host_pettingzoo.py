@@ -13,8 +13,11 @@ import pytest
 from pettingzoo import ParallelEnv
 from pettingzoo.classic import rps_v2
 
+from agents.marl import MARLConfig
+from agents.marl import make_agent as make_marl
 from envs.adapters.pettingzoo_in import PettingZooIn, make_pettingzoo
 from mo_rl.batching import HostBatchedEnv, batched, seed_from_key
+from mo_rl.runner import run
 from mo_rl.wrappers import AutoReset
 
 CYCLES = 6  # rps_v2 episodes are truncated after max_cycles rounds
@@ -64,6 +67,8 @@ def test_rps_matches_the_game_stepped_directly(kind):
     factory = _rps if kind == "parallel" else functools.partial(rps_v2.env, max_cycles=CYCLES)
     env, p = make_pettingzoo(factory)
     assert env.num_agents == 2 and env.name == "rps_v2" and len(env.reward_spec) == 1
+    assert env.observation_space(p).shape == (2,)  # joint spaces, agent axis first
+    assert (env.action_space(p).n, env.action_space(p).shape) == (3, (2,))
     acts = np.random.default_rng(0).integers(0, 3, (3 * CYCLES + 2, 2))
     key = jax.random.key(4)
     obs0, (obs, rew, term, trunc, final, active) = _jax_rollout(
@@ -197,3 +202,16 @@ def test_errors_spaces_reward_closed():
     env.close()
     with pytest.raises(Exception, match="host game was closed"):
         jax.block_until_ready(jax.jit(env.reset)(jax.random.key(0), p))
+
+
+def test_ippo_trains_on_a_pettingzoo_game_through_the_runner(tmp_path):
+    env, p = make_pettingzoo(_Leaver, reward_names=("progress", "cost"))
+    cfg = MARLConfig(total_timesteps=64, num_envs=2, num_steps=8, update_epochs=1,
+                     minibatch_size=16, eval_episodes=2, eval_max_steps=10)
+    res = run(make_marl(cfg, env, p), cfg, seeds=[0, 1], study="pz", num_chunks=2,
+              runs_root=tmp_path, results_root=None, progress=False)
+    assert res.completed and np.isfinite(res.train["loss"]).all()
+    # greedy episodes last 4 steps; "a" and "c" earn 1 + 2 + 3 + 4 progress and -4 cost,
+    # "b" (leaves after 2) 1 + 2 and -2; the runner reports the mean over agents per seed
+    np.testing.assert_allclose(res.eval["episode_return"], [[23 / 3, -10 / 3]] * 2, rtol=1e-6)
+    env.close()
