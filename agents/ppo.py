@@ -4,9 +4,24 @@
 `mo_rl.agent.make_train` the whole run is one lax.scan, so
 `jax.jit(jax.vmap(train))(keys)` sweeps seeds. One update = a rollout of
 `num_envs x num_steps` transitions, GAE (terminated: no bootstrap; truncated:
-bootstrap from V(info["final_obs"])), then `update_epochs` passes of shuffled
-mini-batches with clipped policy and value losses, an entropy bonus,
-grad-norm clipping and a linearly decaying learning rate.
+bootstrap from V(info["final_obs"]) unless `bootstrap_truncated=False`), then
+`update_epochs` passes of shuffled mini-batches with clipped policy and value
+losses, an entropy bonus, grad-norm clipping and a linearly decaying learning
+rate.
+
+Episode ends and bootstrapping (the rule): an env marks an end it causes
+(collision, goal, a completed route: no reward can follow) as `terminated` and
+a time limit as `truncated`; PPO never bootstraps a termination and, by
+default, bootstraps a truncation from V(final obs) (the episode would have gone
+on). CaRL's dd_ppo.py bootstraps neither (`done = termination or truncation`);
+`bootstrap_truncated=False` reproduces that.
+
+CaRL's settings as switches (PPOConfig.carl turns them on): advantages
+normalised once over the whole rollout before the epochs (`adv_norm="rollout"`;
+"minibatch" = per mini-batch, PureJaxRL's), uint8 (BEV) observations scaled
+by 1/255 (`scale_uint8`), a shared feature extractor with LayerNorm
+(`shared_torso`, `layer_norm`). Each update logs the critic's explained
+variance on the rollout and the learning rate it used.
 
 Policies: categorical for Discrete actions; for Box actions a Beta per
 dimension (alpha, beta = softplus + 1, as CaRL) on [0, 1] mapped affinely to
@@ -65,6 +80,10 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     norm_adv: bool = True
+    adv_norm: str = "minibatch"  # "minibatch" (PureJaxRL) or "rollout" (CaRL's dd_ppo)
+    bootstrap_truncated: bool = True  # False: CaRL's dd_ppo (truncation = termination)
+    scale_uint8: bool = False  # uint8 observation leaves / 255 in the network (CaRL's BEV)
+    layer_norm: bool = False  # LayerNorm before each hidden activation (CaRL's extractor)
     reward_scale: float = 1.0  # multiplies the scalarised reward used for learning
     normalize_obs: bool = False
     hidden: tuple[int, ...] = (64, 64)
@@ -105,6 +124,9 @@ class PPOConfig:
         if not hasattr(nn, self.activation):
             raise ValueError(f"PPOConfig.activation {self.activation!r} is not a flax.linen "
                              "activation (e.g. 'tanh', 'relu').")
+        if self.adv_norm not in ("minibatch", "rollout"):
+            raise ValueError(f"PPOConfig.adv_norm must be 'minibatch' or 'rollout'; "
+                             f"got {self.adv_norm!r}.")
         if self.scalarization not in SCALARIZATIONS:
             raise ValueError(f"PPOConfig.scalarization must be one of {SCALARIZATIONS}; "
                              f"got {self.scalarization!r}.")
@@ -143,13 +165,16 @@ class PPOConfig:
     @classmethod
     def carl(cls, **overrides) -> PPOConfig:
         """CaRL's PPO settings (shared/reference/carl.md): 128 envs x 512 steps, mini-batch
-        16384, 3 epochs, clip 0.1 (value too), 300M steps. The CaRL reward itself comes
-        from the env (envs.driving reward="carl", K = 1), so the scalar view stays the sum."""
+        16384, 3 epochs, clip 0.1 (value too), 300M steps, advantages normalised over the
+        rollout, BEV / 255, a shared LayerNorm extractor (rl_config.py: norm_adv,
+        use_layer_norm, features_dim 256; dd_ppo.py). Truncations stay bootstrapped
+        (module docstring); CaRL's value-only measurements are not modelled. The CaRL
+        reward itself comes from the env (envs.driving reward="carl", K = 1)."""
         base = dict(total_timesteps=300_000_000, num_envs=128, num_steps=512, update_epochs=3,
                     minibatch_size=16384, lr=2.5e-4, anneal_lr=True, adam_eps=1e-5, gamma=0.99,
                     gae_lambda=0.95, clip_eps=0.1, clip_value=True, ent_coef=0.01, vf_coef=0.5,
                     max_grad_norm=0.5, norm_adv=True, hidden=(256, 256), activation="relu",
-                    shared_torso=True)
+                    shared_torso=True, adv_norm="rollout", scale_uint8=True, layer_norm=True)
         return cls(**{**base, **overrides})
 
 
@@ -163,15 +188,27 @@ class Torso(nn.Module):
     leaf_ndims: tuple[int, ...]
     hidden: tuple[int, ...]
     activation: str
+    layer_norm: bool = False  # MLP leaves: Dense -> LayerNorm -> activation (CaRL)
+    scale_uint8: bool = False  # uint8 leaves / 255 (CaRL's BEV input)
 
     @nn.compact
     def __call__(self, obs) -> jax.Array:
         leaves = jax.tree.leaves(obs)
         feats = []
         for leaf, nd in zip(leaves, self.leaf_ndims, strict=True):
+            if self.scale_uint8 and leaf.dtype == jnp.uint8:
+                leaf = leaf.astype(jnp.float32) / 255.0
             shape = leaf.shape[leaf.ndim - nd:]
             x = leaf if nd == 3 else leaf.reshape(leaf.shape[: leaf.ndim - nd] + (-1,))
-            feats.append(torso_for(shape, self.hidden, self.activation)(x))
+            if self.layer_norm and nd != 3:
+                x = x.astype(jnp.float32)
+                for h in self.hidden:
+                    x = nn.Dense(h, kernel_init=orthogonal(np.sqrt(2)),
+                                 bias_init=nn.initializers.zeros)(x)
+                    x = getattr(nn, self.activation)(nn.LayerNorm()(x))
+                feats.append(x)
+            else:
+                feats.append(torso_for(shape, self.hidden, self.activation)(x))
         return feats[0] if len(feats) == 1 else jnp.concatenate(feats, axis=-1)
 
 
@@ -184,13 +221,17 @@ class ActorCritic(nn.Module):
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     shared_torso: bool = False
+    layer_norm: bool = False
+    scale_uint8: bool = False
 
     def setup(self) -> None:
         # separate torsos as two modules: measured faster on the CPU than one vmapped pair
         # (stacked params), 1.07 vs 0.89 x PureJaxRL at 16 seeds x 4 envs
-        self.torso = Torso(self.leaf_ndims, self.hidden, self.activation)
+        args = (self.leaf_ndims, self.hidden, self.activation, self.layer_norm,
+                self.scale_uint8)
+        self.torso = Torso(*args)
         if not self.shared_torso:
-            self.critic_torso = Torso(self.leaf_ndims, self.hidden, self.activation)
+            self.critic_torso = Torso(*args)
         self.actor_head = nn.Dense(self.num_outputs, kernel_init=orthogonal(0.01),
                                    bias_init=nn.initializers.zeros)
         self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0),
@@ -288,6 +329,37 @@ def normalize(x: jax.Array) -> jax.Array:
     return (x - x.mean()) / (x.std() + 1e-8)
 
 
+def ppo_targets(reward: jax.Array, value: jax.Array, last_value: jax.Array,
+                final_value: jax.Array, terminated: jax.Array, truncated: jax.Array,
+                gamma: float, lam: float, bootstrap_truncated: bool = True
+                ) -> tuple[jax.Array, jax.Array]:
+    """GAE advantages and value targets of a rollout [T, B]: a termination is never
+    bootstrapped; a truncation bootstraps V(final obs) unless `bootstrap_truncated` is
+    False (CaRL's dd_ppo.py: done = termination or truncation)."""
+    done = jnp.logical_or(terminated, truncated)
+    nv = next_values(value, last_value, final_value, done)
+    term = terminated if bootstrap_truncated else done
+    return gae(reward, value, nv, term, truncated, gamma, lam)
+
+
+def linear_lr(count: jax.Array, lr: float, steps_per_update: int,
+              num_updates: int) -> jax.Array:
+    """lr * (1 - update / num_updates) for optimiser step `count` (constant within an
+    update): lr at the first update, lr / num_updates at the last."""
+    return lr * (1.0 - (count // steps_per_update) / num_updates)
+
+
+def optimizer_steps(opt_state: Any) -> jax.Array:
+    """Adam's step count (optimiser steps taken so far) from an optax state."""
+    return optax.tree_utils.tree_get_all_with_path(opt_state, "count")[0][1]
+
+
+def explained_variance(value: jax.Array, target: jax.Array) -> jax.Array:
+    """1 - Var(target - value) / Var(target): 1 = the critic explains the targets."""
+    var = jnp.var(target)
+    return jnp.where(var > 0, 1.0 - jnp.var(target - value) / jnp.maximum(var, 1e-12), jnp.nan)
+
+
 # ---------------------------------------------------------------------------
 # agent
 # ---------------------------------------------------------------------------
@@ -365,14 +437,13 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         raise ValueError("eval_env must have the observation and action shapes of env")
     leaf_ndims = tuple(len(leaf.shape) for leaf in jax.tree.leaves(obs_shape))
     net = ActorCritic(policy.num_outputs, leaf_ndims, cfg.hidden, cfg.activation,
-                      cfg.shared_torso)
+                      cfg.shared_torso, cfg.layer_norm, cfg.scale_uint8)
 
     num_updates = cfg.num_updates
     steps_per_update = cfg.num_minibatches * cfg.update_epochs
 
     def lr_schedule(count):
-        frac = 1.0 - (count // steps_per_update) / num_updates
-        return cfg.lr * frac
+        return linear_lr(count, cfg.lr, steps_per_update, num_updates)
 
     # the optimiser works on one raveled vector: one norm and one Adam kernel instead of one
     # per parameter leaf. On the CPU, XLA spreads those per-leaf kernels over two worker
@@ -419,7 +490,7 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         raw, value = net.apply(params, tr.obs)
         dist = policy.dist(raw)
         logp = dist.log_prob(tr.u)
-        if cfg.norm_adv:
+        if cfg.norm_adv and cfg.adv_norm == "minibatch":
             adv = normalize(adv)
         pg, kl, clip_frac = policy_loss(logp, tr.logp, adv, cfg.clip_eps)
         vl = value_loss(value, tr.value, target, cfg.clip_eps, cfg.clip_value)
@@ -450,13 +521,17 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         (params, env_state, obs, key), (traj, ep_info) = jax.lax.scan(
             env_step, (state.params, state.env_state, state.obs, state.key), None,
             cfg.num_steps)
-        # values of the last obs and of every final obs in one batched critic pass
         last_value = net.apply(params, obs, method=ActorCritic.value)
-        final_value = net.apply(params, traj.final_obs, method=ActorCritic.value)
-        done = jnp.logical_or(traj.terminated, traj.truncated)
-        nv = next_values(traj.value, last_value, final_value, done)
-        adv, target = gae(traj.reward, traj.value, nv, traj.terminated, traj.truncated,
-                          cfg.gamma, cfg.gae_lambda)
+        if cfg.bootstrap_truncated:  # V of every final obs in one batched critic pass
+            final_value = net.apply(params, traj.final_obs, method=ActorCritic.value)
+        else:  # never read: no end is bootstrapped
+            final_value = jnp.zeros_like(traj.value)
+        adv, target = ppo_targets(traj.reward, traj.value, last_value, final_value,
+                                  traj.terminated, traj.truncated, cfg.gamma, cfg.gae_lambda,
+                                  cfg.bootstrap_truncated)
+        ev = explained_variance(traj.value, target)
+        if cfg.norm_adv and cfg.adv_norm == "rollout":  # once, over the whole rollout
+            adv = normalize(adv)
         learn = traj._replace(final_obs=None, reward=None, terminated=None, truncated=None)
         batch = jax.tree.map(_flat, (learn, adv, target))
         key, k_epochs = jax.random.split(key)
@@ -470,7 +545,9 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         # "finite": every loss of every SGD step and every parameter after the update is
         # finite (the runner stops a run at the first update where it is False)
         finite = jnp.all(jnp.isfinite(losses)) & all_finite(params)
+        lr_now = lr_schedule(optimizer_steps(state.opt_state))
         metrics = {"env_steps": env_steps, **_episode_metrics(ep_info), "finite": finite,
+                   "explained_variance": ev, "lr": lr_now if cfg.anneal_lr else cfg.lr,
                    **dict(zip(loss_names, losses.reshape(-1, len(loss_names)).mean(0),
                               strict=True))}
         new_state = PPOState(params, opt_state, env_state, obs, key, env_steps)
@@ -496,5 +573,6 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
     return Agent(init=init, update=update, evaluate=evaluate, num_updates=num_updates)
 
 
-__all__ = ["ActorCritic", "PPOConfig", "PPOState", "beta_params", "make_agent", "make_policy",
-           "policy_loss", "value_loss"]
+__all__ = ["ActorCritic", "PPOConfig", "PPOState", "beta_params", "explained_variance",
+           "linear_lr", "make_agent", "make_policy", "optimizer_steps", "policy_loss",
+           "ppo_targets", "value_loss"]

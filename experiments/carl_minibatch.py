@@ -99,10 +99,13 @@ class CarlMinibatchConfig:
 
 
 def _ppo(**kw) -> PPOConfig:
-    """CaRL's PPO settings (PPOConfig.carl) at CPU scale: small MLP on vector obs."""
+    """CaRL's PPO settings (PPOConfig.carl: shared LayerNorm extractor, advantages
+    normalised over the rollout, BEV / 255) at CPU scale: a 128 x 128 extractor on vector
+    obs. `--agent.shared_torso false --agent.layer_norm false --agent.adv_norm minibatch`
+    is the earlier layout; `--agent.clip_value false` the no-value-clipping control."""
     # eval_max_steps >= the env's step limit (quick preset: max_steps 2000, above the
     # leaderboard's route timeout), so every evaluation episode finishes
-    base = dict(hidden=(128, 128), activation="relu", shared_torso=False, normalize_obs=True,
+    base = dict(hidden=(128, 128), activation="relu", normalize_obs=True,
                 eval_episodes=16, eval_max_steps=2000)
     return PPOConfig.carl(**{**base, **kw})
 
