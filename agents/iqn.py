@@ -368,9 +368,7 @@ def quantile_td_loss(z: jax.Array, tau: jax.Array, targets: jax.Array, kappa: fl
                      weights: jax.Array | None = None) -> jax.Array:
     """Quantile Huber loss of predictions z (Bt, K, N) at fractions tau (Bt, N) against
     target samples (Bt, K, N'): summed over objectives, (weighted) mean over the batch."""
-    per = jax.vmap(jax.vmap(quantile_huber_loss, in_axes=(0, None, 0, None)),
-                   in_axes=(0, 0, 0, None))(z, tau, targets, kappa)  # (Bt, K)
-    per = jnp.sum(per, axis=-1)
+    per = jnp.sum(quantile_huber_loss(z, tau[:, None, :], targets, kappa), axis=-1)  # (Bt,)
     if weights is None:
         return jnp.mean(per)
     return jnp.sum(weights * per) / jnp.maximum(jnp.sum(weights), 1.0)

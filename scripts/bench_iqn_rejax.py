@@ -1,0 +1,101 @@
+"""IQN training throughput side by side with rejax's IQN (CartPole-v1, one process).
+
+    pip install rejax==0.1.3 gymnax==0.0.9   # bench-only, not a project dependency
+    python scripts/bench_iqn_rejax.py --timesteps 12288 --repeats 3
+
+Both sides use rejax 0.1.3's default IQN settings (rejax/algos/iqn.py,
+mixins.py, algorithm.py): 1 env, one gradient step per env step, batch 256,
+N = N' = 64 fractions, 32 fractions to act and to pick a*, Polyak 0.01 every
+step, buffer 131,072, 2,048 warm-up steps, lr 3e-4, (64, 64) swish MLP, 64
+cosines, a 64-unit head. rejax's periodic evaluation (128 episodes every 4,096
+steps) is replaced by a no-op so both sides time training alone. Each side is
+`jit(train)` over one seed (or vmapped seeds with --seeds), compiled apart
+(lower + compile), warmed up once, then the best of --repeats runs is kept.
+Ours runs CartPole from envs.classic (the same dynamics as gymnax's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+
+import envs
+import mo_rl  # noqa: F401  (XLA flags before JAX runs anything)
+from agents.iqn import IQNConfig, make_agent
+from mo_rl.agent import make_train
+
+
+def ours_config(timesteps: int, **overrides) -> IQNConfig:
+    return dataclasses.replace(IQNConfig(
+        total_timesteps=timesteps, num_envs=1, steps_per_update=1,
+        gradient_steps=1, buffer_size=131_072, batch_size=256, learning_starts=2_048,
+        gamma=0.99, n_step=1, lr=3e-4, target_update="polyak", polyak_tau=0.01,
+        eps_start=1.0, eps_end=0.05, eps_fraction=0.1, hidden=(64, 64), activation="swish",
+        num_cosines=64, head_hidden=64, num_tau=64, num_tau_prime=64, num_tau_act=32,
+    ), **overrides)
+
+
+def timed(fn, keys, repeats: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(keys))  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(keys))
+        best = min(best, time.perf_counter() - t0)
+    return compile_s, best
+
+
+def bench_ours(timesteps: int, seeds: int, repeats: int, **overrides) -> tuple[float, float]:
+    env, params = envs.make("CartPole-v1")
+    agent = make_agent(ours_config(timesteps, **overrides), env, params)
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    return timed(jax.vmap(make_train(agent)), keys, repeats)
+
+
+def bench_rejax(timesteps: int, seeds: int, repeats: int) -> tuple[float, float]:
+    import rejax
+
+    algo = rejax.IQN.create(env="CartPole-v1", total_timesteps=timesteps,
+                            eval_freq=timesteps, skip_initial_evaluation=True)
+    algo = algo.replace(eval_callback=lambda a, ts, rng: jnp.zeros(()))
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    return timed(jax.vmap(algo.train), keys, repeats)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--timesteps", type=int, default=12_288, help="env steps per seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--variants", nargs="+", default=["iqn"], choices=["iqn", "pr_iqn"],
+                    help="ours: pr_iqn times Pr-IQN on CartPole's K=1 reward (dominance path)")
+    args = ap.parse_args()
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    print(f"# device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+          f"{platform.processor() or platform.machine()}; jax {jax.__version__}; code {rev}")
+    print(f"# timesteps per seed: {args.timesteps} (2,048 warm-up); best of {args.repeats}")
+    print("| seeds | side | compile s | run s | env steps/s | ratio ours / rejax |")
+    print("|---|---|---|---|---|---|")
+    for seeds in args.seeds:
+        c_r, t_r = bench_rejax(args.timesteps, seeds, args.repeats)
+        sps_r = seeds * args.timesteps / t_r
+        print(f"| {seeds} | rejax IQN | {c_r:.1f} | {t_r:.2f} | {sps_r:,.0f} | |", flush=True)
+        for variant in args.variants:
+            c_o, t_o = bench_ours(args.timesteps, seeds, args.repeats, variant=variant)
+            sps_o = seeds * args.timesteps / t_o
+            print(f"| {seeds} | ours {variant} | {c_o:.1f} | {t_o:.2f} | {sps_o:,.0f} | "
+                  f"{sps_o / sps_r:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
