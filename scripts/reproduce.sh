@@ -19,6 +19,8 @@ COMMANDS=(
   "python -m experiments.carl_minibatch --preset medium"
   # carl_minibatch long: medium's setting at mini-batch 256 and 16,384, 3x the steps (5.9M/seed) -> results/carl_minibatch/long/table.md
   "python -m experiments.carl_minibatch --preset medium --name long --minibatch-sizes 256 16384 --agent.total-timesteps 5898240"
+  # coopetition: IPPO under private / integrated / cooperative rewards on the coopetition games -> results/coopetition/quick/table.md
+  "python -m experiments.coopetition_ablation --preset quick"
 )
 TABLES=(
   "results/demo/quick"
@@ -26,6 +28,7 @@ TABLES=(
   "results/carl_minibatch/quick"
   "results/carl_minibatch/medium"
   "results/carl_minibatch/long"
+  "results/coopetition/quick"
 )
 
 case "${1:-}" in
@@ -34,6 +37,7 @@ case "${1:-}" in
     python scripts/make_tables.py
     ;;
   --check)
+    python scripts/make_tables.py --check >/dev/null || { echo "a table differs from its metrics"; exit 1; }
     missing=0
     while IFS= read -r t; do
       d=$(dirname "$t")
