@@ -276,7 +276,16 @@ def test_iqn_solves_cartpole():
 
 
 def test_presets_are_valid_configs():
+    """Every preset builds an agent of every variant (shapes checked by jax.eval_shape, no
+    allocation), and a preset changed through dataclasses.replace is validated again."""
+    env, params = envs.make("CartPole-v1")
     for name in ("cartpole", "toy", "driving_quick", "driving_full"):
         cfg = preset(name)
         assert cfg.num_updates > 0
-        assert dataclasses.replace(cfg, variant="pr_iqn").variant == "pr_iqn"
+        for variant in ("iqn", "ensemble", "pr_iqn"):
+            agent = make_agent(dataclasses.replace(cfg, variant=variant, ensemble_size=2),
+                               env, params)
+            state = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
+            assert state.env_steps.shape == ()
+        with pytest.raises(ConfigError, match=r"IQNConfig\.rho"):
+            dataclasses.replace(cfg, rho=(1.5,))
