@@ -141,7 +141,7 @@ def route_timeout_steps(route_length: jax.Array, dt: float | jax.Array,
     """Steps the leaderboard gives a route: int(0.8 s/m * length + 5 s) / dt (1.0 branch,
     route_scenario.py:260-272)."""
     seconds = jnp.floor(s_per_m * route_length + delay_s)
-    return jnp.ceil(seconds / dt).astype(jnp.int32)
+    return jnp.ceil(seconds / dt - 1e-3).astype(jnp.int32)  # 125 s / 0.1 s = 1250, not 1251
 
 
 def infraction_score(n_vehicle: jax.Array, n_red: jax.Array, outside_pct: jax.Array,
