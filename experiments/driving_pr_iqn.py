@@ -90,12 +90,14 @@ PRESETS: dict[str, DrivingStudyConfig] = {
         agent=iqn_preset("driving_quick", total_timesteps=640, num_envs=4, steps_per_update=4,
                          learning_starts=128, buffer_size=2_048, batch_size=32, ensemble_size=2,
                          hidden=(32, 32), head_hidden=32, num_tau=8, num_tau_prime=8,
-                         num_tau_act=8, eval_episodes=4, eval_max_steps=500, **PR_KW),
+                         num_tau_act=8, eval_episodes=4, eval_max_steps=2_000, **PR_KW),
         name="tiny", seeds=2, num_chunks=2, results_root="runs/results_tiny"),
     "quick": DrivingStudyConfig(
-        agent=iqn_preset("driving_quick", ensemble_size=3, **PR_KW), name="quick", seeds=5),
+        agent=iqn_preset("driving_quick", ensemble_size=3, eval_max_steps=2_000, **PR_KW),
+        name="quick", seeds=5),
     "full": DrivingStudyConfig(
-        agent=iqn_preset("driving_full", ensemble_size=5, **PR_KW), name="full", seeds=10,
+        agent=iqn_preset("driving_full", ensemble_size=5, eval_max_steps=4_000, **PR_KW),
+        name="full", seeds=10,
         env_preset="procedural", num_vehicles=16, max_vehicles=16, num_chunks=20),
 }
 
@@ -106,6 +108,15 @@ def make_env(cfg: DrivingStudyConfig, seed: int = 0):
     return make_driving(cfg.env_preset, reward="vector", action_type="discrete",
                         obs_type="vector", max_vehicles=cfg.max_vehicles,
                         num_vehicles=cfg.num_vehicles, seed=seed)
+
+
+def check_eval_horizon(cfg: DrivingStudyConfig, params) -> None:
+    """Evaluation must not stop episodes before the env's own step cap: the episode metrics
+    are averaged over FINISHED episodes, so a shorter horizon would drop the long (often
+    safe) episodes and bias every rate towards early crashes."""
+    cap = int(params.max_steps)
+    check(cfg.agent, "eval_max_steps", cfg.agent.eval_max_steps >= cap,
+          f"must be >= the driving env's max_steps={cap} (env preset {cfg.env_preset!r})")
 
 
 def method_config(cfg: DrivingStudyConfig, method: str) -> IQNConfig:
@@ -206,6 +217,7 @@ def main(cfg: DrivingStudyConfig, argv: list[str]) -> None:
     out = Path(cfg.results_root) / STUDY / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     env, params = make_env(cfg)
+    check_eval_horizon(cfg, params)
     objectives = env.reward_spec.names
     print(f"driving: {env.name}, {env.action_space(params).n} meta-actions, reward "
           f"{env.reward_spec.describe()}; {cfg.seeds} seeds x {cfg.agent.total_timesteps} steps")
