@@ -21,7 +21,6 @@ runner's grid points (`init(key, point)`, point = {CoopParams field: value}) do 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -35,6 +34,7 @@ from flax import struct
 from agents.ppo import (
     BETA_EPS,
     Policy,
+    PPOCore,
     Torso,
     make_policy,
     normalize,
@@ -57,8 +57,9 @@ ALGOS = ("ippo", "mappo")
 # config
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MARLConfig:
-    """IPPO / MAPPO settings; validated on construction (errors name the field)."""
+class MARLConfig(PPOCore):
+    """IPPO / MAPPO settings: agents.ppo's PPOCore (validated there) with multi-agent
+    defaults, plus the algorithm, parameter sharing and action discretisation."""
 
     algo: str = "ippo"
     share_params: bool = True
@@ -66,68 +67,19 @@ class MARLConfig:
     total_timesteps: int = 200_000  # env steps (each moves every agent once)
     num_envs: int = 16
     num_steps: int = 100
-    update_epochs: int = 4
     minibatch_size: int = 400
     lr: float = 3e-4
-    anneal_lr: bool = True
-    adam_eps: float = 1e-5
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    clip_value: bool = True
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    norm_adv: bool = True
     reward_scale: float = 0.01  # coopetition payoffs are O(100) per step
     normalize_obs: bool = True
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
     eval_episodes: int = 8
-    eval_max_steps: int = 1000
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"MARLConfig.algo must be one of {ALGOS}; got {self.algo!r}.")
-        for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs",
-                     "minibatch_size", "eval_episodes", "eval_max_steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"MARLConfig.{name} must be a positive integer; got {v!r}.")
+        super().__post_init__()
         if self.discrete_bins == 1 or self.discrete_bins < 0:
             raise ValueError(f"MARLConfig.discrete_bins must be 0 (Beta) or >= 2; got "
                              f"{self.discrete_bins!r}.")
-        for name in ("lr", "adam_eps", "clip_eps", "max_grad_norm", "reward_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"MARLConfig.{name} must be > 0; got {getattr(self, name)!r}.")
-        if not 0.0 < self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError("MARLConfig.gamma must be in (0, 1] and gae_lambda in [0, 1]; got "
-                             f"{self.gamma!r}, {self.gae_lambda!r}.")
-        if self.batch_size % self.minibatch_size:
-            raise ValueError(f"MARLConfig.minibatch_size ({self.minibatch_size}) must divide "
-                             f"num_envs * num_steps = {self.batch_size}.")
-        if self.total_timesteps < self.batch_size:
-            raise ValueError(f"MARLConfig.total_timesteps ({self.total_timesteps}) is smaller "
-                             f"than one rollout ({self.batch_size}).")
-        if not hasattr(nn, self.activation):
-            raise ValueError(f"MARLConfig.activation {self.activation!r} is not a flax.linen "
-                             "activation.")
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-
-    @property
-    def batch_size(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_minibatches(self) -> int:
-        return self.batch_size // self.minibatch_size
-
-    @property
-    def num_updates(self) -> int:
-        return self.total_timesteps // self.batch_size
-
-    def replace(self, **changes) -> MARLConfig:
-        return dataclasses.replace(self, **changes)
 
 
 # ---------------------------------------------------------------------------

@@ -61,8 +61,9 @@ BETA_EPS = 1e-6  # keeps Beta samples off {0, 1}, where log_prob is -inf
 # config
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PPOConfig:
-    """All PPO settings; validated on construction (errors name the field)."""
+class PPOCore:
+    """The hyper-parameters every PPO-family agent shares (agents.ppo, agents.marl) and
+    their validation, in one place. Errors name the concrete config class and field."""
 
     total_timesteps: int = 500_000
     num_envs: int = 4
@@ -80,58 +81,45 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     norm_adv: bool = True
-    adv_norm: str = "minibatch"  # "minibatch" (PureJaxRL) or "rollout" (CaRL's dd_ppo)
-    bootstrap_truncated: bool = True  # False: CaRL's dd_ppo (truncation = termination)
-    scale_uint8: bool = False  # uint8 observation leaves / 255 in the network (CaRL's BEV)
-    layer_norm: bool = False  # LayerNorm before each hidden activation (CaRL's extractor)
-    reward_scale: float = 1.0  # multiplies the scalarised reward used for learning
+    reward_scale: float = 1.0  # multiplies the reward used for learning
     normalize_obs: bool = False
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
-    shared_torso: bool = False
-    scalarization: str = "weighted_sum"
-    scalarization_kwargs: Mapping[str, Any] = field(default_factory=dict)
     eval_episodes: int = 10
     eval_max_steps: int = 1000
 
     def __post_init__(self) -> None:
+        name = type(self).__name__
         positive = ("total_timesteps", "num_envs", "num_steps", "update_epochs",
                     "minibatch_size", "eval_episodes", "eval_max_steps")
-        for name in positive:
-            v = getattr(self, name)
+        for f in positive:
+            v = getattr(self, f)
             if not isinstance(v, int | np.integer) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"PPOConfig.{name} must be a positive integer; got {v!r}.")
-        for name in ("lr", "adam_eps", "clip_eps", "max_grad_norm", "reward_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PPOConfig.{name} must be > 0; got {getattr(self, name)!r}.")
-        for name in ("ent_coef", "vf_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"PPOConfig.{name} must be >= 0; got {getattr(self, name)!r}.")
+                raise ValueError(f"{name}.{f} must be a positive integer; got {v!r}.")
+        for f in ("lr", "adam_eps", "clip_eps", "max_grad_norm", "reward_scale"):
+            if not getattr(self, f) > 0:
+                raise ValueError(f"{name}.{f} must be > 0; got {getattr(self, f)!r}.")
+        for f in ("ent_coef", "vf_coef"):
+            if not getattr(self, f) >= 0:
+                raise ValueError(f"{name}.{f} must be >= 0; got {getattr(self, f)!r}.")
         if not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"PPOConfig.gamma must be in (0, 1]; got {self.gamma!r}.")
+            raise ValueError(f"{name}.gamma must be in (0, 1]; got {self.gamma!r}.")
         if not 0.0 <= self.gae_lambda <= 1.0:
-            raise ValueError(f"PPOConfig.gae_lambda must be in [0, 1]; got {self.gae_lambda!r}.")
+            raise ValueError(f"{name}.gae_lambda must be in [0, 1]; got {self.gae_lambda!r}.")
         if self.batch_size % self.minibatch_size:
             raise ValueError(
-                f"PPOConfig.minibatch_size ({self.minibatch_size}) must divide the rollout "
+                f"{name}.minibatch_size ({self.minibatch_size}) must divide the rollout "
                 f"batch num_envs * num_steps = {self.batch_size}."
             )
         if self.total_timesteps < self.batch_size:
             raise ValueError(
-                f"PPOConfig.total_timesteps ({self.total_timesteps}) is smaller than one "
+                f"{name}.total_timesteps ({self.total_timesteps}) is smaller than one "
                 f"rollout (num_envs * num_steps = {self.batch_size}): no update would run."
             )
         if not hasattr(nn, self.activation):
-            raise ValueError(f"PPOConfig.activation {self.activation!r} is not a flax.linen "
+            raise ValueError(f"{name}.activation {self.activation!r} is not a flax.linen "
                              "activation (e.g. 'tanh', 'relu').")
-        if self.adv_norm not in ("minibatch", "rollout"):
-            raise ValueError(f"PPOConfig.adv_norm must be 'minibatch' or 'rollout'; "
-                             f"got {self.adv_norm!r}.")
-        if self.scalarization not in SCALARIZATIONS:
-            raise ValueError(f"PPOConfig.scalarization must be one of {SCALARIZATIONS}; "
-                             f"got {self.scalarization!r}.")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        object.__setattr__(self, "scalarization_kwargs", dict(self.scalarization_kwargs))
 
     @property
     def batch_size(self) -> int:
@@ -145,8 +133,31 @@ class PPOConfig:
     def num_updates(self) -> int:
         return self.total_timesteps // self.batch_size
 
-    def replace(self, **changes) -> PPOConfig:
+    def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PPOConfig(PPOCore):
+    """All PPO settings (PPOCore + the single-agent switches); validated on construction."""
+
+    adv_norm: str = "minibatch"  # "minibatch" (PureJaxRL) or "rollout" (CaRL's dd_ppo)
+    bootstrap_truncated: bool = True  # False: CaRL's dd_ppo (truncation = termination)
+    scale_uint8: bool = False  # uint8 observation leaves / 255 in the network (CaRL's BEV)
+    layer_norm: bool = False  # LayerNorm before each hidden activation (CaRL's extractor)
+    shared_torso: bool = False
+    scalarization: str = "weighted_sum"
+    scalarization_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.adv_norm not in ("minibatch", "rollout"):
+            raise ValueError(f"PPOConfig.adv_norm must be 'minibatch' or 'rollout'; "
+                             f"got {self.adv_norm!r}.")
+        if self.scalarization not in SCALARIZATIONS:
+            raise ValueError(f"PPOConfig.scalarization must be one of {SCALARIZATIONS}; "
+                             f"got {self.scalarization!r}.")
+        object.__setattr__(self, "scalarization_kwargs", dict(self.scalarization_kwargs))
 
     # presets ---------------------------------------------------------------
     @classmethod
@@ -573,6 +584,6 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
     return Agent(init=init, update=update, evaluate=evaluate, num_updates=num_updates)
 
 
-__all__ = ["ActorCritic", "PPOConfig", "PPOState", "beta_params", "explained_variance",
+__all__ = ["ActorCritic", "PPOConfig", "PPOCore", "PPOState", "beta_params", "explained_variance",
            "linear_lr", "make_agent", "make_policy", "optimizer_steps", "policy_loss",
            "ppo_targets", "value_loss"]
