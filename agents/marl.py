@@ -38,8 +38,7 @@ from agents.ppo import (
     Torso,
     make_policy,
     normalize,
-    policy_loss,
-    value_loss,
+    ppo_loss,
 )
 from mo_rl.agent import Agent, all_finite
 from mo_rl.batching import batched
@@ -299,12 +298,8 @@ def make_agent(config: MARLConfig, env: Env, env_params: Any = None) -> Agent:
         logp = dist.log_prob(tr.u)
         if cfg.norm_adv:
             adv = normalize(adv)
-        pg, kl, clip_frac = policy_loss(logp, tr.logp, adv, cfg.clip_eps)
-        vl = value_loss(value_of(c_params, tr.obs), tr.value, target, cfg.clip_eps,
-                        cfg.clip_value)
-        ent = jnp.mean(dist.entropy())
-        total = pg + cfg.vf_coef * vl - cfg.ent_coef * ent
-        return total, jnp.stack([total, pg, vl, ent, kl, clip_frac])
+        return ppo_loss(logp, tr.logp, adv, value_of(c_params, tr.obs), tr.value, target,
+                        dist.entropy(), cfg)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
 

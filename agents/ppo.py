@@ -336,6 +336,20 @@ def value_loss(value: jax.Array, value_old: jax.Array, target: jax.Array, clip_e
     return 0.5 * jnp.mean(err)
 
 
+def ppo_loss(logp: jax.Array, logp_old: jax.Array, adv: jax.Array, value: jax.Array,
+             value_old: jax.Array, target: jax.Array, entropy: jax.Array, cfg: PPOCore
+             ) -> tuple[jax.Array, jax.Array]:
+    """PPO's objective (clipped policy loss + vf_coef * value loss - ent_coef * entropy) and
+    its statistics stacked as [total, policy, value, entropy, approx_kl, clip_frac] (one
+    vector, not a dict: fewer per-step output buffers in the scans). agents.ppo and
+    agents.marl both use it."""
+    pg, kl, clip_frac = policy_loss(logp, logp_old, adv, cfg.clip_eps)
+    vl = value_loss(value, value_old, target, cfg.clip_eps, cfg.clip_value)
+    ent = jnp.mean(entropy)
+    total = pg + cfg.vf_coef * vl - cfg.ent_coef * ent
+    return total, jnp.stack([total, pg, vl, ent, kl, clip_frac])
+
+
 def normalize(x: jax.Array) -> jax.Array:
     return (x - x.mean()) / (x.std() + 1e-8)
 
@@ -503,12 +517,7 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         logp = dist.log_prob(tr.u)
         if cfg.norm_adv and cfg.adv_norm == "minibatch":
             adv = normalize(adv)
-        pg, kl, clip_frac = policy_loss(logp, tr.logp, adv, cfg.clip_eps)
-        vl = value_loss(value, tr.value, target, cfg.clip_eps, cfg.clip_value)
-        ent = jnp.mean(dist.entropy())
-        total = pg + cfg.vf_coef * vl - cfg.ent_coef * ent
-        # one stacked vector, not a dict: fewer per-step output buffers in the scans
-        return total, jnp.stack([total, pg, vl, ent, kl, clip_frac])
+        return ppo_loss(logp, tr.logp, adv, value, tr.value, target, dist.entropy(), cfg)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
@@ -584,6 +593,19 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
     return Agent(init=init, update=update, evaluate=evaluate, num_updates=num_updates)
 
 
-__all__ = ["ActorCritic", "PPOConfig", "PPOCore", "PPOState", "beta_params", "explained_variance",
-           "linear_lr", "make_agent", "make_policy", "optimizer_steps", "policy_loss",
-           "ppo_targets", "value_loss"]
+__all__ = [
+    "ActorCritic",
+    "PPOConfig",
+    "PPOCore",
+    "PPOState",
+    "beta_params",
+    "explained_variance",
+    "linear_lr",
+    "make_agent",
+    "make_policy",
+    "optimizer_steps",
+    "policy_loss",
+    "ppo_loss",
+    "ppo_targets",
+    "value_loss",
+]
