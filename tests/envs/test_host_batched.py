@@ -13,6 +13,7 @@ from envs.adapters.gymnasium_in import GymnasiumIn, make_host_env
 from envs.classic import CartPole
 from mo_rl.batching import HostBatchedEnv, batched, seed_from_key
 from mo_rl.wrappers import AutoReset, EpisodeStats, VmapEnv
+from tests.envs.test_adapters import _BadRewardEnv  # declares a (2,) reward, returns (3,)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gymnasium's passive checker
 
@@ -152,17 +153,6 @@ def test_stale_state_after_resume_restarts_episodes_as_truncated():
 
 
 # ---- errors -------------------------------------------------------------------------------
-class _WrongReward(gymnasium.Env):
-    observation_space = gymnasium.spaces.Box(-1, 1, (2,), np.float32)
-    action_space = gymnasium.spaces.Discrete(2)
-    reward_space = gymnasium.spaces.Box(-1, 1, (2,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(2, np.float32), {}
-
-    def step(self, action):
-        return np.zeros(2, np.float32), np.zeros(3, np.float32), False, False, {}
 
 
 class _Raises(CartPoleEnv):
@@ -192,7 +182,7 @@ def _steps(venv, p, n_steps):
 
 
 def test_wrong_reward_length_names_both_shapes():
-    env = GymnasiumIn(_WrongReward())
+    env = GymnasiumIn(_BadRewardEnv())
     venv = batched(env, 2)
     with pytest.raises(Exception, match=r"rewards of shape \(2, 3\), expected \(2, 2\)"):
         _steps(venv, env.default_params, 2)
