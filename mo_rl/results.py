@@ -220,6 +220,27 @@ def device_info() -> dict[str, Any]:
     }
 
 
+def bench_header(argv: Sequence[str] | None = None, extra: str = "") -> list[str]:
+    """The lines a benchmark file starts with, so each figure names the command that made
+    it, the code version (commit, dirty flag) and the machine / device it ran on."""
+    import os
+    import platform
+    import sys
+
+    import jax
+
+    ver = code_version()
+    dev = device_info()
+    argv = list(sys.argv if argv is None else argv)
+    return [
+        f"command: python {' '.join(argv)}",
+        f"code: {ver.get('describe')} (commit {ver.get('commit')}, dirty={ver.get('dirty')})",
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python "
+        f"{platform.python_version()}, jax {jax.__version__} ({dev['backend']}: "
+        f"{dev['device_kind']} x{dev['num_devices']}){extra}",
+    ]
+
+
 def value_columns(df: pd.DataFrame, group_by: Sequence[str] = ()) -> list[str]:
     return [c for c in df.columns if c not in KEY_COLS and c not in group_by]
 

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -32,7 +29,7 @@ import numpy as np
 import mo_rl  # noqa: F401  (XLA flags before JAX starts)
 from envs.adapters.gymnasium_in import GymnasiumIn, make_host_env
 from mo_rl.batching import batched
-from mo_rl.results import code_version
+from mo_rl.results import bench_header
 
 TOTAL_STEPS = {"CartPole-v1": 16_384, "highway-fast-v0": 1_024}  # env steps per measurement
 
@@ -93,13 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(ImportError):
         import highway_env  # noqa: F401  (registers highway-*)
 
-    ver = code_version()
     head = [
-        f"command: python {' '.join(sys.argv)}",
-        f"code: {ver.get('describe')} (commit {ver.get('commit')}, dirty={ver.get('dirty')})",
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python "
-        f"{platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), "
-        f"gymnasium {gymnasium.__version__}",
+        *bench_header(extra=f", gymnasium {gymnasium.__version__}"),
         "",
         "| env | num_envs | steps | plain loop steps/s | adapter steps/s | ratio | "
         "adapter compile s |",

@@ -39,6 +39,7 @@ import numpy as np
 import mo_rl  # noqa: F401  (XLA flags before JAX starts)
 from agents.ppo import PPOConfig, make_agent
 from mo_rl.agent import make_train
+from mo_rl.results import bench_header
 
 PUREJAXRL_CARTPOLE = {
     "LR": 2.5e-4, "NUM_ENVS": 4, "NUM_STEPS": 128, "TOTAL_TIMESTEPS": 5e5,
@@ -90,13 +91,15 @@ def time_fn(fn, keys, repeats: int) -> tuple[float, float, float, object]:
     return compile_s, best, busy, out
 
 
-def ours(num_envs: int, total: int, seeds: int, repeats: int, env_name: str = "cartpole"):
+def ours(num_envs: int, total: int, seeds: int, repeats: int, env_name: str = "cartpole",
+         bootstrap_truncated: bool = True):
     if env_name == "cartpole":
         from envs.classic import CartPole
 
         env = CartPole()
         cfg = PPOConfig.cartpole(num_envs=num_envs, total_timesteps=total,
-                                 minibatch_size=num_envs * 128 // 4)
+                                 minibatch_size=num_envs * 128 // 4,
+                                 bootstrap_truncated=bootstrap_truncated)
         ret = lambda m: m["episode_return"][..., 0]
     else:  # the driving sim as experiments/carl_minibatch.py's quick preset trains it
         from envs.driving import make_driving
@@ -141,13 +144,19 @@ def main() -> None:
                     help="also time our PPO on envs.driving (quick preset, CaRL reward) with "
                          "this observation type")
     ap.add_argument("--driving-settings", default="1x32,3x32")
+    ap.add_argument("--no-bootstrap-truncated", action="store_true",
+                    help="our CartPole side without the truncation bootstrap (PureJaxRL has "
+                         "none): isolates what that extra critic pass costs")
     ap.add_argument("--out", default="", help="write the table (markdown) here too")
     args = ap.parse_args()
+    boot = not args.no_bootstrap_truncated
 
     pj = None if args.no_purejaxrl else load_purejaxrl(args.purejaxrl_path)
-    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} "
-          f"(jax {jax.__version__}); ours: envs.classic.CartPole (gymnax-identical physics) "
-          "+ truncation bootstrap; PureJaxRL: gymnax CartPole-v1, their ppo.py unchanged")
+    head = [*bench_header(),
+            "ours: envs.classic.CartPole (gymnax-identical physics)"
+            f"{' + truncation bootstrap' if boot else ', no truncation bootstrap'}; "
+            "PureJaxRL: gymnax CartPole-v1, their ppo.py unchanged", ""]
+    print("\n".join(head), flush=True)
     rows = ["| task | seeds x envs | steps/seed | ours compile s | ours steps/s | "
             "ours cores busy | PureJaxRL compile s | PureJaxRL steps/s | "
             "PureJaxRL cores busy | ratio | ours / their last return |",
@@ -155,7 +164,8 @@ def main() -> None:
     for s in args.settings.split(","):
         seeds, n = (int(x) for x in s.split("x"))
         total = args.updates * n * 128
-        oc, orun, obusy, osteps, oret = ours(n, total, seeds, args.repeats)
+        oc, orun, obusy, osteps, oret = ours(n, total, seeds, args.repeats,
+                                             bootstrap_truncated=boot)
         line = (f"| CartPole-v1 | {seeds} x {n} | {total} | {oc:.1f} | {osteps / orun:,.0f} | "
                 f"{obusy:.2f} | ")
         if pj is not None:
@@ -181,7 +191,7 @@ def main() -> None:
     print("\n" + table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n")
+        Path(args.out).write_text("\n".join(head) + "\n" + table + "\n")
 
 
 if __name__ == "__main__":
