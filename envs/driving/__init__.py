@@ -36,7 +36,7 @@ PRESETS: dict[str, dict] = {
 
 
 ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_res", "num_obs_vehicles",
-              "episode_end")
+              "episode_end", "max_walkers", "max_obstacles")
 
 
 def find_carla_file(name: str) -> Path | None:
@@ -100,6 +100,9 @@ def make_driving(preset: str = "quick", *, reward: str = "vector",
         rb = carla_route_bank(m, net, str(rpath))
     else:
         rb = route_bank(m, random_routes(m, net, num_routes, route_length, seed))
+    # road-user capacities default to the requested counts (array shapes are static)
+    env_kwargs.setdefault("max_walkers", int(cfg.get("num_walkers", 0)))
+    env_kwargs.setdefault("max_obstacles", int(cfg.get("num_obstacles", 0)))
     env = DrivingEnv(reward=reward, action_type=action_type, obs_type=obs_type,
                      max_vehicles=max_vehicles, **env_kwargs)
     cfg.setdefault("num_vehicles", min(16, max_vehicles))

@@ -111,6 +111,12 @@ class DrivingParams(NamedTuple):
     carl_eval_time_s: Any = rewards.CARL["eval_time"]
     carl_off_road_share: Any = rewards.CARL["off_road_share"]
     roach_terminal: Any = -1.0
+    # road users (issue 19; envs.driving.road_users). Capacities are the env's static
+    # max_walkers / max_obstacles (array shapes, like max_vehicles); these are the active
+    # counts (<= capacity), so 0 keeps today's world exactly
+    num_walkers: Any = 0
+    num_obstacles: Any = 0
+    stop_signs: Any = False  # obey / count the map's stop signs (MapArrays.stop_pt)
 
 
 class DrivingState(NamedTuple):
@@ -149,6 +155,17 @@ class DrivingState(NamedTuple):
     last_vel: jax.Array  # (2,)
     lane_counter: jax.Array
     roach_lat: jax.Array  # Roach's last lateral distance to the route
+    # road users (issue 19): W = env.max_walkers, O = env.max_obstacles
+    ped_xy: jax.Array  # (W, 2) walker centre, world m
+    ped_yaw: jax.Array  # (W,) walker heading
+    ped_v: jax.Array  # (W,) walker speed (0 while waiting at the kerb)
+    ped_active: jax.Array  # (W,) bool walker present
+    obst_xy: jax.Array  # (O, 2) parked car centre (a sim.VEH_LEN x sim.VEH_WID box)
+    obst_yaw: jax.Array  # (O,)
+    obst_active: jax.Array  # (O,) bool
+    n_stop_sign: jax.Array  # stop signs run (leaderboard RunStopSign, 0.8)
+    n_ped_collision: jax.Array  # pedestrian collisions (leaderboard 0.5)
+    n_static_collision: jax.Array  # static collisions (leaderboard 0.65)
 
 
 class DrivingEnv(Env[DrivingState, DrivingParams]):
@@ -159,7 +176,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
                  discrete_speeds: tuple[float, ...] = (0.0, 0.5, 1.0, 1.25),
                  discrete_offsets: tuple[float, ...] = (-1.5, 0.0, 1.5),
                  bev_size: int = 64, bev_res: float = 0.5, num_obs_vehicles: int = 8,
-                 episode_end: str = "reward"):
+                 episode_end: str = "reward", max_walkers: int = 0, max_obstacles: int = 0):
         if reward not in ("vector", "carl", "roach"):
             raise ValueError(f"reward must be 'vector', 'carl' or 'roach', got {reward!r}")
         if episode_end not in EPISODE_END:
@@ -173,6 +190,8 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         self.action_type = action_type
         self.obs_type = obs_type
         self.max_vehicles = max_vehicles
+        self.max_walkers = int(max_walkers)
+        self.max_obstacles = int(max_obstacles)
         self.discrete_speeds = tuple(discrete_speeds)
         self.discrete_offsets = tuple(discrete_offsets)
         self.bev_size = bev_size
@@ -267,7 +286,15 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             lb=rules.initial_state(rb.pt[route, 0]), ttc_ticks=i,
             comfort_ticks=jnp.zeros(6, jnp.int32),
             hist=jnp.zeros((4, rewards.HISTORY), jnp.float32), hist_n=i,
-            last_xy=xy0, last_vel=jnp.zeros(2, jnp.float32), lane_counter=i, roach_lat=f)
+            last_xy=xy0, last_vel=jnp.zeros(2, jnp.float32), lane_counter=i, roach_lat=f,
+            ped_xy=jnp.zeros((self.max_walkers, 2), jnp.float32),
+            ped_yaw=jnp.zeros(self.max_walkers, jnp.float32),
+            ped_v=jnp.zeros(self.max_walkers, jnp.float32),
+            ped_active=jnp.zeros(self.max_walkers, bool),
+            obst_xy=jnp.zeros((self.max_obstacles, 2), jnp.float32),
+            obst_yaw=jnp.zeros(self.max_obstacles, jnp.float32),
+            obst_active=jnp.zeros(self.max_obstacles, bool),
+            n_stop_sign=i, n_ped_collision=i, n_static_collision=i)
 
     # ------------------------------------------------------------------ helpers
     def lights(self, state: DrivingState, params: DrivingParams) -> jax.Array:
@@ -445,7 +472,11 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             n_red_light=state.n_red_light + red_run, n_speeding=state.n_speeding + speeding,
             deviation=state.deviation | deviation, blocked=state.blocked | ended_blocked,
             lb=lb, ttc_ticks=ttc_ticks, comfort_ticks=comfort_ticks,
-            lane_counter=lane_counter, roach_lat=lat_abs, **carl_mem)
+            lane_counter=lane_counter, roach_lat=lat_abs, ped_xy=state.ped_xy,
+            ped_yaw=state.ped_yaw, ped_v=state.ped_v, ped_active=state.ped_active,
+            obst_xy=state.obst_xy, obst_yaw=state.obst_yaw, obst_active=state.obst_active,
+            n_stop_sign=state.n_stop_sign, n_ped_collision=state.n_ped_collision,
+            n_static_collision=state.n_static_collision, **carl_mem)
         metrics = episode_metrics(new, rc, truncated)
         info = {
             "reward_views": {"vector": vec, "carl": carl[None].astype(jnp.float32),

@@ -407,6 +407,8 @@ class MapArrays(NamedTuple):
     pt_tab: jnp.ndarray  # (P, len(PT_COLUMNS)) float32, columns PT_COLUMNS
     lane_next: jnp.ndarray  # (L, S) int first point of successor k (own start: dead end)
     grid_code: jnp.ndarray  # (H, W) int32 nearest point * 2 + drivable
+    # stop signs (issue 19): lane point of each stop line (-1 = padding, T >= 1)
+    stop_pt: jnp.ndarray  # (T,) int32
 
     @property
     def num_points(self) -> int:
@@ -519,8 +521,9 @@ def _packed(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     pick = succ[np.arange(n_lanes)[:, None], k % np.maximum(nsucc, 1)[:, None]]
     lane_next = np.where(nsucc[:, None] > 0, start[np.maximum(pick, 0)], start[:, None])
     grid_code = d["grid_nearest"] * 2 + d["grid_drivable"]
+    stop_pt = d.get("stop_pt", np.full(1, -1, np.int32))
     return dict(pt_tab=pt_tab, lane_next=lane_next.astype(np.int32),
-                grid_code=grid_code.astype(np.int32))
+                grid_code=grid_code.astype(np.int32), stop_pt=np.asarray(stop_pt, np.int32))
 
 
 def _to_jnp(d: dict[str, np.ndarray]) -> MapArrays:
