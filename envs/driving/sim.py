@@ -211,13 +211,14 @@ def idm_accel(v, v0, gap, dv, a_max, b, s0, headway):
 
 
 def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs, ego_v,
-                 ego_row, lights, p) -> tuple[jax.Array, ...]:
+                 ego_row, lights, p, extra_gap: jax.Array | None = None) -> tuple[jax.Array, ...]:
     """One 0.1 s step of all background vehicles.
 
     Returns (pt, u, v, turn, accel, xy, heading (cos, sin)) after the step.
     Vehicle-vehicle interactions are index comparisons on the lane graph
     (N x N, no trigonometry); only the ego column also gets the geometric
-    test. `ego_row` is the pt_tab row of the ego's nearest lane point.
+    test. `ego_row` is the pt_tab row of the ego's nearest lane point. `extra_gap` (N,):
+    gaps to standing obstacles from envs.driving.road_users (stop signs, walkers), or None.
     """
     n = pt.shape[0]
     row = m.pt_tab[pt]
@@ -277,6 +278,9 @@ def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs,
     use_stop = stop & (stop_gap < gap)
     gap_all = jnp.where(use_stop, stop_gap, gap)
     dv_all = jnp.where(use_stop, v, dv)
+    if extra_gap is not None:  # road users: standing obstacles (envs.driving.road_users)
+        dv_all = jnp.where(extra_gap < gap_all, v, dv_all)
+        gap_all = jnp.minimum(gap_all, extra_gap)
 
     v0 = row[:, SPEED] * v_factor
     acc = idm_accel(v, v0, gap_all, dv_all, p.idm_accel, p.idm_decel, p.idm_s0, p.idm_headway)
