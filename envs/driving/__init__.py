@@ -19,8 +19,8 @@ from envs.driving.env import DrivingEnv, DrivingParams, DrivingState, expert_pol
 from envs.driving.roadmap import load_carla_map, load_procedural_map
 from envs.driving.routes import carla_route_bank, random_routes, route_bank
 
-__all__ = ["DrivingEnv", "DrivingParams", "DrivingState", "expert_policy", "find_carla_file",
-           "make_driving"]
+__all__ = ["ROAD_USERS", "DrivingEnv", "DrivingParams", "DrivingState", "expert_policy",
+           "find_carla_file", "make_driving"]
 
 PRESETS: dict[str, dict] = {
     # short procedural episodes (~200-400 steps) for learning studies on few CPU cores
@@ -34,6 +34,11 @@ PRESETS: dict[str, dict] = {
     "town01": dict(map="Town01", routes="routes_town01.xml", max_steps=12000),
 }
 
+
+# the default road-user density of issue 19 (walkers, parked cars, stop signs), merged into
+# any preset by make_driving(..., road_users=True); off by default so the committed studies
+# keep their world (0 walkers / parked cars and no stop signs reproduce it exactly)
+ROAD_USERS: dict = dict(num_walkers=8, num_obstacles=4, stop_signs=True)
 
 ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_res", "num_obs_vehicles",
               "episode_end", "max_walkers", "max_obstacles")
@@ -65,14 +70,18 @@ def find_carla_file(name: str) -> Path | None:
 def make_driving(preset: str = "quick", *, reward: str = "vector",
                  action_type: str = "continuous", obs_type: str = "vector",
                  max_vehicles: int = 16, seed: int = 0, env_kwargs: dict | None = None,
-                 **overrides) -> tuple[DrivingEnv, DrivingParams]:
+                 road_users: bool | dict = False, **overrides) -> tuple[DrivingEnv, DrivingParams]:
     """(env, params) for a preset; `overrides` replace preset keys or DrivingParams fields
     (constructor options in ENV_KWARGS, e.g. bev_size, go to DrivingEnv).
 
     Map keys: map ("procedural", "Town01" or an .xodr path), routes (a route
     XML; default random routes of `route_length` m), num_routes, map_seed.
+    road_users: True adds ROAD_USERS (walkers, parked cars, stop signs), a dict its
+    own counts; explicit overrides win.
     """
     cfg = dict(PRESETS[preset]) if preset in PRESETS else dict(map=preset)
+    if road_users:
+        cfg.update(ROAD_USERS if road_users is True else dict(road_users))
     env_kwargs = dict(env_kwargs or {})
     for k in ENV_KWARGS:
         if k in overrides:

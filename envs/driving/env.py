@@ -66,8 +66,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from envs.driving import observe, rewards, rules, sim
-from envs.driving.roadmap import COS, JUNC, SIN, WIDTH, MapArrays, X, Y
+from envs.driving import observe, rewards, road_users, rules, sim
+from envs.driving.roadmap import COS, JUNC, LANE, SIN, WIDTH, MapArrays, X, Y
 from envs.driving.routes import RouteBank
 from mo_rl.env import Env, StepResult
 from mo_rl.reward import RewardSpec
@@ -117,6 +117,16 @@ class DrivingParams(NamedTuple):
     num_walkers: Any = 0
     num_obstacles: Any = 0
     stop_signs: Any = False  # obey / count the map's stop signs (MapArrays.stop_pt)
+    ped_cross_rate: Any = 0.1  # 1/s: a waiting walker starts crossing (if the gap is safe)
+    ped_gap_s: Any = 4.0  # s: a walker waits while the ego is closer than this (+ 5 m)
+    ped_sudden_share: Any = 0.25  # share of walkers stepping out in front of the ego
+    ped_trigger_m: Any = 25.0  # m: route distance at which a sudden walker steps out
+    ped_xwalk_share: Any = 0.5  # share of the other walkers crossing at crosswalks
+    ped_speed_min: Any = 1.0  # m/s
+    ped_speed_max: Any = 1.6
+    ped_kerb: Any = 1.5  # m: walkers wait this far outside the road edges
+    obst_clear_min: Any = 0.1  # m between a parked car and a lane-centred car's side
+    obst_clear_max: Any = 0.6
 
 
 class DrivingState(NamedTuple):
@@ -166,6 +176,16 @@ class DrivingState(NamedTuple):
     n_stop_sign: jax.Array  # stop signs run (leaderboard RunStopSign, 0.8)
     n_ped_collision: jax.Array  # pedestrian collisions (leaderboard 0.5)
     n_static_collision: jax.Array  # static collisions (leaderboard 0.65)
+    # road-user memory (envs.driving.road_users.Users)
+    ped_ri: jax.Array  # (W,) route index of the walker's crossing
+    ped_q: jax.Array  # (W,) lateral position on its crossing line
+    ped_dir: jax.Array  # (W,) +1 / -1 crossing direction
+    ped_vd: jax.Array  # (W,) walking speed
+    ped_armed: jax.Array  # (W,) bool sudden walker waiting for the ego
+    ped_seed: jax.Array  # (W,) uint32
+    obst_ri: jax.Array  # (O,) route index of the parked car
+    obst_q: jax.Array  # (O,) its lateral offset from the route
+    veh_sign_done: jax.Array  # (N,) bool: stood at the coming stop sign's line
 
 
 class DrivingEnv(Env[DrivingState, DrivingParams]):
@@ -287,14 +307,10 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             comfort_ticks=jnp.zeros(6, jnp.int32),
             hist=jnp.zeros((4, rewards.HISTORY), jnp.float32), hist_n=i,
             last_xy=xy0, last_vel=jnp.zeros(2, jnp.float32), lane_counter=i, roach_lat=f,
-            ped_xy=jnp.zeros((self.max_walkers, 2), jnp.float32),
-            ped_yaw=jnp.zeros(self.max_walkers, jnp.float32),
-            ped_v=jnp.zeros(self.max_walkers, jnp.float32),
-            ped_active=jnp.zeros(self.max_walkers, bool),
-            obst_xy=jnp.zeros((self.max_obstacles, 2), jnp.float32),
-            obst_yaw=jnp.zeros(self.max_obstacles, jnp.float32),
-            obst_active=jnp.zeros(self.max_obstacles, bool),
-            n_stop_sign=i, n_ped_collision=i, n_static_collision=i)
+            n_stop_sign=i, n_ped_collision=i, n_static_collision=i,
+            veh_sign_done=jnp.zeros(n, bool),
+            **road_users.init(sim.mix32(bits[n + 1] ^ jnp.uint32(0x3C6EF372)), params, route,
+                              self.max_walkers, self.max_obstacles)._asdict())
 
     # ------------------------------------------------------------------ helpers
     def lights(self, state: DrivingState, params: DrivingParams) -> jax.Array:
@@ -333,10 +349,16 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         ego_pt, on_road = sim.grid_lookup(m, ego_xy)
         ego_row = m.pt_tab[ego_pt]
         ego_dir = jnp.stack([jnp.cos(yaw), jnp.sin(yaw)])
-        # background traffic
+        # background traffic (stop signs and walkers as standing obstacles), walkers
+        users = road_users.Users(**{k: getattr(state, k) for k in road_users.Users._fields})
+        extra_gap, sign_done = road_users.traffic_gaps(
+            m, rb, state.route, state.veh_pt, state.veh_u, state.veh_v, state.veh_turn,
+            state.veh_sign_done, users, p.stop_signs, p.idm_s0)
         veh_pt, veh_u, veh_v, veh_turn, _, veh_xy, veh_dir = sim.traffic_step(
             m, state.veh_pt, state.veh_u, state.veh_v, state.veh_turn, state.veh_vf,
-            state.veh_active, ego_xy, ego_dir, v, ego_row, lights, p)
+            state.veh_active, ego_xy, ego_dir, v, ego_row, lights, p, extra_gap=extra_gap)
+        sign_done = sign_done & (m.pt_tab[veh_pt, LANE] == m.pt_tab[state.veh_pt, LANE])
+        users = road_users.walkers_step(users, p, state.route, state.prog, state.v, t)
 
         # route progress: nearest route point in a forward window
         r = state.route
@@ -362,13 +384,21 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         # collision now and time-to-collision (constant velocities at 0.1 .. 0.9 s)
         ts = jnp.array((0.0,) + rewards.CARL["ttc_times"])[:, None, None]
         hits = sim.overlap_ego_frame(rel + ts * rel_vel, rc_, rs_) & state.veh_active
-        collide = jnp.any(hits[0])
-        ttc = (v >= rewards.CARL["ttc_min_speed"]) & jnp.any(hits[1:])
+        hit_ped, hit_obst = road_users.ego_hits(ego_xy, ego_dir, users)
+        collide = jnp.any(hits[0]) | jnp.any(hit_ped) | jnp.any(hit_obst)
+        ttc = (v >= rewards.CARL["ttc_min_speed"]) & (
+            jnp.any(hits[1:]) | road_users.ego_ttc(ego_xy, ego_dir, v, users, ts[1:, 0, 0]))
         off_road = ~on_road
         stop_i = rb.next_stop[r, jnp.minimum(state.prog + 1, rb.next_stop.shape[1] - 1)]
         light_id = rb.stop_light[r, stop_i]
         crossed = (stop_i <= prog) & (stop_i > state.prog) & (light_id >= 0)
         red_run = crossed & (lights[jnp.maximum(light_id, 0)] == sim.RED)
+        # stop sign: the line at or after the point 5 m behind the ego (RunningStopTest
+        # still watches a sign up to 4 m past its line)
+        sign_i = rb.sign_next[r, jnp.maximum(state.prog - 5, 0)]
+        is_sign = rb.sign[r, sign_i] & p.stop_signs
+        d_sign_old = rb.cum[r, sign_i] - rb.cum[r, state.prog]
+        d_sign = rb.cum[r, sign_i] - rb.cum[r, prog]
         limit = m.pt_speed[rb.pt[r, prog]]
         speeding = v > limit + p.speed_tol
         still = jnp.where(v < 0.1, state.still + 1, 0)
@@ -382,7 +412,14 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         yaw_err = jnp.mod(yaw - route_yaw + jnp.pi, 2 * jnp.pi) - jnp.pi
 
         # leaderboard criteria
-        counted, lb = rules.count_collision(state.lb, hits[0], t, dt, ego_xy, v)
+        all_hits = jnp.concatenate([hits[0], hit_ped, hit_obst])
+        counted, lb = rules.count_collision(state.lb, all_hits, t, dt, ego_xy, v)
+        actor = rules.collision_actor(all_hits)
+        nv, nw = hits.shape[1], hit_ped.shape[0]
+        count_ped = counted & (actor >= nv) & (actor < nv + nw)
+        count_static = counted & (actor >= nv + nw)
+        counted = counted & (actor < nv)  # vehicles
+        stop_run, lb = rules.run_stop_sign(lb, d_sign_old, d_sign, is_sign, v)
         outside_lanes, lb = rules.outside_route_lanes(lb, m.pt_tab, ego_pt, lat_lane,
                                                       ego_row[WIDTH], ego_dir, gained)
         lb_deviate, lb = rules.in_route_failed(lb, route_dist, gained, rb.length[r],
@@ -406,7 +443,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         broken = jnp.where(state.t == 0, 0, broken)  # no history on the first step
         deviate_vec = route_dist > p.deviation_m
         safety = -jnp.maximum(collide, off_road).astype(jnp.float32) - p.ttc_weight * ttc
-        rules_r = -(red_run.astype(jnp.float32) + deviate_vec) - p.speed_weight * over
+        rules_r = -(red_run.astype(jnp.float32) + stop_run + deviate_vec) - p.speed_weight * over
         vec = jnp.stack([safety, rules_r, p.progress_scale * gained, -broken / 6.0])
         vec = vec.astype(jnp.float32)
 
@@ -430,11 +467,15 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         hit_xy = ego_xy - rewards.ROACH_TL_OFFSET * ego_dir  # Roach's light search point
         light_stop = (light_ahead & ((ls == sim.RED) | (ls == sim.YELLOW))
                       & (jnp.linalg.norm(stop_xy - hit_xy) <= rewards.ROACH["light_dist"]))
-        v_des = rewards.roach_desired_speed(rel, rc_, state.veh_active,
-                                            jnp.linalg.norm(stop_xy - ego_xy), light_stop)
+        ped_rel = sim.to_frame_cs(users.ped_xy - ego_xy, ego_dir[0], ego_dir[1])
+        ped_on_road = sim.grid_lookup(m, users.ped_xy)[1] & users.ped_active
+        v_des = rewards.roach_desired_speed(
+            rel, rc_, state.veh_active, jnp.linalg.norm(stop_xy - ego_xy), light_stop,
+            ped_rel, ped_on_road, jnp.abs(d_sign),
+            is_sign & (jnp.abs(d_sign) <= rules.STOP_PROXIMITY) & ~state.lb.stop_done)
         lat_abs = jnp.abs(lat_route)
         roach_lat_done = rewards.roach_lateral_done(lat_abs, state.roach_lat)
-        roach_fatal = collide | red_run
+        roach_fatal = collide | red_run | stop_run
         roach_done = roach_fatal | blocked | roach_lat_done
         roach = rewards.roach_reward(v, v_des, lat_abs, yaw_err,
                                      jnp.abs(steer - state.steer) > 0.01 * p.max_steer,
@@ -449,7 +490,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             limit_hit = lb_timeout | cap
         elif rule_set == "carl":
             deviation, ended_blocked = lb_deviate, blocked
-            terminated = (collide | red_run | blocked | lb_deviate | off_box
+            terminated = (collide | red_run | stop_run | blocked | lb_deviate | off_box
                           | (t * dt > p.carl_eval_time_s) | complete)
             limit_hit = cap
         elif rule_set == "roach":
@@ -472,11 +513,11 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             n_red_light=state.n_red_light + red_run, n_speeding=state.n_speeding + speeding,
             deviation=state.deviation | deviation, blocked=state.blocked | ended_blocked,
             lb=lb, ttc_ticks=ttc_ticks, comfort_ticks=comfort_ticks,
-            lane_counter=lane_counter, roach_lat=lat_abs, ped_xy=state.ped_xy,
-            ped_yaw=state.ped_yaw, ped_v=state.ped_v, ped_active=state.ped_active,
-            obst_xy=state.obst_xy, obst_yaw=state.obst_yaw, obst_active=state.obst_active,
-            n_stop_sign=state.n_stop_sign, n_ped_collision=state.n_ped_collision,
-            n_static_collision=state.n_static_collision, **carl_mem)
+            lane_counter=lane_counter, roach_lat=lat_abs,
+            n_stop_sign=state.n_stop_sign + stop_run,
+            n_ped_collision=state.n_ped_collision + count_ped,
+            n_static_collision=state.n_static_collision + count_static,
+            veh_sign_done=sign_done, **users._asdict(), **carl_mem)
         metrics = episode_metrics(new, rc, truncated)
         info = {
             "reward_views": {"vector": vec, "carl": carl[None].astype(jnp.float32),
@@ -484,7 +525,9 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             "episode_metrics": metrics,
             "infractions": {"collision": collide, "collision_counted": counted,
                             "off_road": off_road, "off_road_box": off_box,
-                            "red_light": red_run, "speeding": speeding,
+                            "red_light": red_run, "stop_sign": stop_run,
+                            "collision_pedestrian": jnp.any(hit_ped),
+                            "collision_static": jnp.any(hit_obst), "speeding": speeding,
                             "outside_lanes": outside_lanes, "deviation": deviation,
                             "blocked": ended_blocked, "ttc": ttc},
         }
@@ -526,15 +569,21 @@ def episode_metrics(s: DrivingState, rc: jax.Array, timeout: jax.Array) -> dict[
     for a timeout, speeding and off-road are reported but are no infractions; success =
     route completed with no infraction entry ('Perfect', statistics_manager.py:401)."""
     outside = rules.outside_percent(s.lb)
-    score = rules.infraction_score(s.n_collision, s.n_red_light, outside)
-    clean = ((s.n_collision + s.n_red_light) == 0) & (s.lb.outside <= 0.0)
+    score = rules.infraction_score(s.n_collision, s.n_red_light, outside, s.n_ped_collision,
+                                   s.n_static_collision, s.n_stop_sign)
+    n_coll = s.n_collision + s.n_ped_collision + s.n_static_collision
+    clean = ((n_coll + s.n_red_light + s.n_stop_sign) == 0) & (s.lb.outside <= 0.0)
     f = jnp.float32
     return {
         "route_completion": rc.astype(f),
         "infraction_score": score.astype(f),
         "driving_score": (rc * score).astype(f),
         "success": ((rc >= 100.0) & clean & ~(s.deviation | s.blocked | timeout)).astype(f),
-        "collision": (s.n_collision > 0).astype(f),
+        "collision": (n_coll > 0).astype(f),
+        "collision_vehicle": (s.n_collision > 0).astype(f),
+        "collision_pedestrian": (s.n_ped_collision > 0).astype(f),
+        "collision_static": (s.n_static_collision > 0).astype(f),
+        "stop_sign": s.n_stop_sign.astype(f),
         "off_road": (s.n_off_road > 0).astype(f),
         "outside_lanes": outside.astype(f),
         "red_light": s.n_red_light.astype(f),
@@ -602,7 +651,44 @@ def hazard_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5,
     ahead = (rel[:, 0] > 0) & (jnp.abs(rel[:, 1]) < 2.2) & state.veh_active
     gap = jnp.min(jnp.where(ahead, rel[:, 0] - sim.VEH_LEN - 3.0, jnp.inf))
     v_lead = jnp.sqrt(2 * decel * jnp.maximum(gap, 0.0))
-    return jnp.minimum(v_light, v_lead)
+    return jnp.minimum(jnp.minimum(v_light, v_lead), road_user_speed(state, params, decel))
+
+
+def road_user_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5,
+                    ped_decel: float = 2.0) -> jax.Array:
+    """Highest speed that still stops in time for a stop sign (centre 2.5 m before the
+    line, inside RunningStopTest's 4 m, until the stop is done) and for walkers in the
+    ego's corridor or walking towards it (a gentler profile than `decel`: the speed
+    controller trails a profile by ~1 m/s and would overrun a walker by the lag).
+    Walkers are placed on the route, so their distance is route metres."""
+    rb = params.routes
+    r = state.route
+    s_ego = rb.cum[r, state.prog]
+    sign_i = rb.sign_next[r, jnp.maximum(state.prog - 5, 0)]
+    d_sign = rb.cum[r, sign_i] - s_ego
+    must = (rb.sign[r, sign_i] & params.stop_signs & ~state.lb.stop_done
+            & (d_sign > -rules.STOP_PROXIMITY))
+    v_sign = jnp.where(must, jnp.sqrt(2 * decel * jnp.maximum(d_sign - 2.5, 0.0)), jnp.inf)
+    corridor = 0.5 * sim.VEH_WID + 0.6 + road_users.WALKER_R
+    d_w = rb.cum[r, state.ped_ri] - s_ego
+    in_path = jnp.abs(state.ped_q) < corridor
+    towards = (state.ped_v > 0) & (state.ped_dir * state.ped_q < corridor)
+    hazard = (state.ped_active & (in_path | towards) & (d_w < 40.0)
+              & (d_w > -(0.5 * sim.VEH_LEN + road_users.WALKER_R)))
+    gap = d_w - 0.5 * sim.VEH_LEN - road_users.WALKER_R - 2.0
+    v_ped = jnp.min(jnp.where(hazard, jnp.sqrt(2 * ped_decel * jnp.maximum(gap, 0.0)), jnp.inf),
+                    initial=jnp.inf)
+    return jnp.minimum(v_sign, v_ped)
+
+
+def parked_offset(state: DrivingState, params: DrivingParams, margin: float = 0.5) -> jax.Array:
+    """Sideways shift (left, m) that passes the parked cars from 25 m before to 6 m after
+    them with `margin` m between the boxes."""
+    rb = params.routes
+    d = rb.cum[state.route, state.obst_ri] - rb.cum[state.route, state.prog]
+    near = state.obst_active & (d > -6.0) & (d < 25.0)
+    need = state.obst_q + sim.VEH_WID + margin  # ego centre >= parked centre + 2 half widths
+    return jnp.max(jnp.where(near, jnp.maximum(need, 0.0), 0.0), initial=0.0)
 
 
 def expert_policy(state: DrivingState, params: DrivingParams, vmax: float = 10.0) -> jax.Array:
@@ -610,7 +696,8 @@ def expert_policy(state: DrivingState, params: DrivingParams, vmax: float = 10.0
 
     Pure pursuit on the route, speed = min(vmax, limit - 1 m/s, curve speed at
     2 m/s^2 lateral over the next 25 m, stopping speed for red/yellow
-    lights and the nearest vehicle in the ego's corridor).
+    lights, the nearest vehicle in the ego's corridor, stop signs and walkers),
+    shifted left past parked cars.
     """
     rb, m = params.routes, params.map
     r = state.route
@@ -622,4 +709,4 @@ def expert_policy(state: DrivingState, params: DrivingParams, vmax: float = 10.0
     limit = jnp.min(m.pt_speed[rb.pt[r, ahead]])  # slow down before a lower limit
     v_target = jnp.minimum(jnp.minimum(limit - 1.0, v_curve), hazard_speed(state, params))
     v_target = jnp.minimum(v_target, vmax)
-    return pursuit(state, params, jnp.zeros(()), jnp.maximum(v_target, 0.0))
+    return pursuit(state, params, parked_offset(state, params), jnp.maximum(v_target, 0.0))

@@ -148,14 +148,22 @@ def carl_reward(d_rc: jax.Array, speed: jax.Array, ttc: jax.Array, n_comfort: ja
 ROACH_TL_OFFSET = 0.8 * 0.5 * 4.6  # VA:24 -0.8 * extent.x (sim.VEH_LEN = 4.6 m)
 ROACH = dict(max_speed=6.0, proximity=9.5, veh_gap=8.0, light_gap=5.0, ramp=5.0,
              light_dist=18.0, same_heading_deg=150.0, ahead_deg=45.0, lat_dist=3.5,
-             blocked_s=90.0)
+             blocked_s=90.0, ped_gap=6.0, ped_angle=162.0, stop_gap=5.0)
+# walkers: VA:45, 55-57 (ramp from 6 m) and hazard_actor.py:31-45 (on the road, within
+# 9.5 m, within 162 / (clip(d, 1.5, 10.5) + 0.3) deg ahead); stop signs: VA:64-73 (the
+# stop sign the ego is affected by, until its stop is completed, ramp from 5 m)
 
 
 def roach_desired_speed(veh_rel: jax.Array, veh_cos: jax.Array, veh_active: jax.Array,
-                        light_dist: jax.Array, light_stop: jax.Array) -> jax.Array:
+                        light_dist: jax.Array, light_stop: jax.Array,
+                        ped_rel: jax.Array | None = None, ped_on_road: jax.Array | None = None,
+                        stop_dist: jax.Array | float = jnp.inf,
+                        stop_target: jax.Array | bool = False) -> jax.Array:
     """v_des (VA:49-75): 6 m/s, ramped to 0 over 5 m by the first hazard vehicle within
-    9.5 m (heading within 150 deg, within 45 deg ahead; hazard_actor.py:4-28) from 8 m
-    and by a red / yellow light from 5 m. veh_rel (N, 2) ego-frame offsets."""
+    9.5 m (heading within 150 deg, within 45 deg ahead; hazard_actor.py:4-28) from 8 m,
+    by a red / yellow light from 5 m, by a walker on the road (see ROACH) from 6 m and
+    by an uncompleted stop sign from 5 m. veh_rel (N, 2) / ped_rel (W, 2): ego-frame
+    offsets (the nearest hazard is used where Roach takes the first in its list)."""
     r = ROACH
     d = jnp.linalg.norm(veh_rel, axis=-1)
     ang = jnp.abs(jnp.degrees(jnp.arctan2(veh_rel[:, 1], veh_rel[:, 0])))
@@ -168,7 +176,17 @@ def roach_desired_speed(veh_rel: jax.Array, veh_cos: jax.Array, veh_active: jax.
 
     v_veh = jnp.where(jnp.isfinite(d_veh), ramp(d_veh, r["veh_gap"]), r["max_speed"])
     v_light = jnp.where(light_stop, ramp(light_dist, r["light_gap"]), r["max_speed"])
-    return jnp.minimum(r["max_speed"], jnp.minimum(v_veh, v_light))
+    v = jnp.minimum(r["max_speed"], jnp.minimum(v_veh, v_light))
+    if ped_rel is not None:
+        dp = jnp.linalg.norm(ped_rel, axis=-1)
+        ang_p = jnp.abs(jnp.degrees(jnp.arctan2(ped_rel[:, 1], ped_rel[:, 0])))
+        lim = r["ped_angle"] / (jnp.clip(dp, 1.5, 10.5) + 0.3)
+        ped = ped_on_road & (dp <= r["proximity"]) & ((ang_p < lim) | (dp < 0.001))
+        d_ped = jnp.min(jnp.where(ped, dp, jnp.inf), initial=jnp.inf)
+        v = jnp.minimum(v, jnp.where(jnp.isfinite(d_ped), ramp(d_ped, r["ped_gap"]),
+                                     r["max_speed"]))
+    return jnp.minimum(v, jnp.where(stop_target, ramp(stop_dist, r["stop_gap"]),
+                                    r["max_speed"]))
 
 
 def roach_lateral_done(lat: jax.Array, last_lat: jax.Array) -> jax.Array:

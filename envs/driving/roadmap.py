@@ -22,7 +22,9 @@ A vehicle therefore moves point to point with `pt_seg_len` and jumps to
 Traffic lights control junction connector lanes: the stop line is the start
 of the connector. Lights of one junction form a group that cycles one light
 at a time (green, yellow, red for the others), so conflicting approaches
-alternate.  Map building is cached: in memory (lru_cache) and on disk
+alternate. Stop signs (OpenDRIVE type 206; procedural: junctions without lights)
+put their stop line at the start of the connectors they control too
+(`MapArrays.stop_pt`).  Map building is cached: in memory (lru_cache) and on disk
 (~/.cache/mo_rl/driving/<sha1 of the source>.npz).
 """
 
@@ -40,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 KMH = 1.0 / 3.6
-CACHE_VERSION = "v4"  # v4: road-level speed records, lane width along the lane
+CACHE_VERSION = "v5"  # v4: road-level speed records, lane width along the lane; v5: stop signs
 SPEED_UNITS = {"m/s": 1.0, "km/h": KMH, "mph": 0.44704}  # OpenDRIVE <speed unit=...>
 
 
@@ -72,6 +74,8 @@ class RoadNetwork:
     light_order: list[int]  # per light: position in the group's cycle
     # signal references that control no lane, with the reason (e.g. a shoulder lane)
     signal_issues: list[str] = field(default_factory=list)
+    # lanes whose entry is a stop-sign stop line (junction connectors); empty: none
+    lane_stop: list[bool] = field(default_factory=list)
 
 
 def _link_successors(lanes: list[Lane], tol: float = 0.5) -> list[list[int]]:
@@ -261,10 +265,19 @@ def carla_network(xodr_text: str, name: str = "map", step: float = 1.0) -> RoadN
     for gi, (_, members) in enumerate(sorted(groups.items())):
         for k, lid in enumerate(sorted(members)):
             light_group[lid], light_order[lid] = gi, k
+    # stop signs (OpenDRIVE type 206) -> the junction connectors they control, as for lights
+    # (Town01 has none: its 36 signals are all traffic lights, type 1000001)
+    lane_stop = [False] * len(lanes)
+    for lm in cmap.get_all_landmarks_of_type("206"):
+        for i, _ in signal_lanes(lm, report=True):
+            for j in [i] if lanes[i].junction >= 0 else [
+                    j for j in succ[i] if lanes[j].junction >= 0]:
+                lane_stop[j] = lane_light[j] < 0  # a light takes precedence
     if issues:
         warnings.warn(f"{name}: {len(issues)} signal reference(s) control no driving lane: "
                       + "; ".join(issues), stacklevel=2)
-    return RoadNetwork(name, lanes, succ, lane_light, light_group, light_order, issues)
+    return RoadNetwork(name, lanes, succ, lane_light, light_group, light_order, issues,
+                       lane_stop)
 
 
 # ---------------------------------------------------------------- procedural
@@ -287,7 +300,8 @@ def procedural_network(
     `junction_radius`; connectors are cubic Hermite curves between incoming
     and outgoing lane ends (no U-turns; with several lanes the rightmost lane
     turns right or goes straight, the leftmost turns left or goes straight).
-    Every node with >= 3 roads gets one light per approach.
+    Every node with >= 3 roads gets one light per approach; the approaches of the
+    other nodes (grid corners) get stop signs.
     """
     rng = np.random.default_rng(seed)
     nodes = np.array([[i * spacing, j * spacing] for j in range(ny) for i in range(nx)], float)
@@ -366,7 +380,10 @@ def procedural_network(
                                   speed=min(lin.speed, lout.speed), key=("conn", li, lo)))
                 lane_light.append(approach_light.get(e_in, -1))
     succ = _link_successors(lanes)
-    return RoadNetwork(f"procedural-{seed}", lanes, succ, lane_light, light_group, light_order)
+    # stop signs on every junction approach without lights (all-way stops)
+    lane_stop = [ln.junction >= 0 and lane_light[i] < 0 for i, ln in enumerate(lanes)]
+    return RoadNetwork(f"procedural-{seed}", lanes, succ, lane_light, light_group, light_order,
+                       lane_stop=lane_stop)
 
 
 def _hermite(p0, d0, p1, d1, n: int = 40) -> np.ndarray:
@@ -409,6 +426,7 @@ class MapArrays(NamedTuple):
     grid_code: jnp.ndarray  # (H, W) int32 nearest point * 2 + drivable
     # stop signs (issue 19): lane point of each stop line (-1 = padding, T >= 1)
     stop_pt: jnp.ndarray  # (T,) int32
+    lane_stop: jnp.ndarray  # (L,) bool: the lane starts at a stop-sign stop line (from stop_pt)
 
     @property
     def num_points(self) -> int:
@@ -481,6 +499,7 @@ def _build_arrays(net: RoadNetwork, ds: float = 1.0, res: float = 0.5,
         dwidth.append(np.full(len(s), ln.width) if ln.widths is None
                       else np.interp(s, cum, ln.widths))
     dense_xy = np.concatenate(dense)
+    stops = [start[i] for i, on in enumerate(net.lane_stop) if on]
     dist, di = cKDTree(dense_xy).query(q)
     drivable = dist <= 0.5 * np.concatenate(dwidth)[di] + 0.1
     return dict(
@@ -496,6 +515,7 @@ def _build_arrays(net: RoadNetwork, ds: float = 1.0, res: float = 0.5,
         spawn_pts=spawn.astype(np.int32), grid_origin=lo_xy.astype(np.float32),
         grid_res=np.float32(res), grid_nearest=near.reshape(shape).astype(np.int32),
         grid_drivable=drivable.reshape(shape),
+        stop_pt=np.array(stops or [-1], np.int32),
     )
 
 
@@ -521,9 +541,11 @@ def _packed(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     pick = succ[np.arange(n_lanes)[:, None], k % np.maximum(nsucc, 1)[:, None]]
     lane_next = np.where(nsucc[:, None] > 0, start[np.maximum(pick, 0)], start[:, None])
     grid_code = d["grid_nearest"] * 2 + d["grid_drivable"]
-    stop_pt = d.get("stop_pt", np.full(1, -1, np.int32))
+    stop_pt = np.asarray(d.get("stop_pt", np.full(1, -1)), np.int32)
+    lane_stop = np.zeros(n_lanes, bool)
+    lane_stop[lane[stop_pt[stop_pt >= 0]]] = True
     return dict(pt_tab=pt_tab, lane_next=lane_next.astype(np.int32),
-                grid_code=grid_code.astype(np.int32), stop_pt=np.asarray(stop_pt, np.int32))
+                grid_code=grid_code.astype(np.int32), stop_pt=stop_pt, lane_stop=lane_stop)
 
 
 def _to_jnp(d: dict[str, np.ndarray]) -> MapArrays:

@@ -12,6 +12,12 @@ connector (i.e. the stop line), and `next_stop[i]` the index of the first
 stop line at or after i (R - 1 with light -1 when none is left).
 Per route it keeps the C map spawn slots nearest to the route (so traffic
 meets the ego along its way), excluding slots within 20 m of its start.
+Stop signs: `sign[i]` marks a stop-sign stop line (MapArrays.stop_pt) and
+`sign_next[i]` the first one at or after i. Road users (envs.driving.road_users)
+are placed at `curb` slots (route points >= 30 m from the start, >= 10 m from
+any junction, on the rightmost lane, >= 8 m apart: parked cars and mid-block
+crossings) and `xwalk` slots (crosswalks 8 m before a junction entry and 4 m
+after a junction exit).
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ class RouteBank(NamedTuple):
     next_stop: jnp.ndarray  # (NR, R) int index of the next stop line
     spawn: jnp.ndarray  # (NR, C) int map points where traffic spawns for this route
     spawn_ok: jnp.ndarray  # (NR, C) bool: the spawn point is > 20 m from the route start
+    sign: jnp.ndarray  # (NR, R) bool: a stop-sign stop line
+    sign_next: jnp.ndarray  # (NR, R) int index of the next stop-sign stop line (R - 1: none)
+    curb: jnp.ndarray  # (NR, E) int route indices for parked cars / mid-block crossings
+    curb_n: jnp.ndarray  # (NR,) int valid entries of curb
+    xwalk: jnp.ndarray  # (NR, X) int route indices of crosswalks
+    xwalk_n: jnp.ndarray  # (NR,) int valid entries of xwalk
 
     @property
     def num_routes(self) -> int:
@@ -142,8 +154,55 @@ def random_routes(m: MapArrays, net: RoadNetwork, num: int, length: float,
     return out
 
 
+def _curb_slots(a: dict[str, np.ndarray], p: np.ndarray, cum: np.ndarray, n: int,
+                gap: float = 8.0) -> np.ndarray:
+    """Route indices where a car can park at the right kerb (see the module docstring)."""
+    junc = a["pt_junction"][p[:n]] >= 0
+    near_junc = np.convolve(junc.astype(float), np.ones(21), mode="same") > 0  # +-10 points
+    ok = ~near_junc & (cum[:n] >= 30.0) & (np.arange(n) < n - 15)
+    # rightmost lane: no drivable cell of a same-direction lane one lane width to the right
+    yaw = a["pt_yaw"][p[:n]]
+    right = np.stack([np.sin(yaw), -np.cos(yaw)], 1)
+    probe = a["pt_xy"][p[:n]] + right * a["pt_width"][p[:n], None]
+    ij = np.floor((probe - a["grid_origin"]) / a["grid_res"]).astype(int)
+    w, h = a["grid_nearest"].shape
+    ij[:, 0], ij[:, 1] = np.clip(ij[:, 0], 0, w - 1), np.clip(ij[:, 1], 0, h - 1)
+    near = a["grid_nearest"][ij[:, 0], ij[:, 1]]
+    same_dir = np.cos(a["pt_yaw"][near] - yaw) > 0.5
+    ok &= ~(a["grid_drivable"][ij[:, 0], ij[:, 1]] & same_dir)
+    out, last = [], -np.inf
+    for i in np.nonzero(ok)[0]:
+        if cum[i] - last >= gap:
+            out.append(i)
+            last = cum[i]
+    return np.array(out, np.int32)
+
+
+def _xwalk_slots(a: dict[str, np.ndarray], p: np.ndarray, cum: np.ndarray, n: int) -> np.ndarray:
+    """Route indices of crosswalks: 8 m before each junction entry, 4 m after each exit."""
+    junc = a["pt_junction"][p[:n]] >= 0
+    enter = np.nonzero(junc[1:] & ~junc[:-1])[0] + 1
+    leave = np.nonzero(~junc[1:] & junc[:-1])[0] + 1
+    idx = np.concatenate([np.searchsorted(cum[:n], cum[enter] - 8.0),
+                          np.searchsorted(cum[:n], cum[leave] + 4.0)]).astype(int)
+    idx = np.clip(idx, 0, n - 1)
+    ok = (~junc[idx]) & (cum[idx] >= 30.0) & (idx < n - 15)
+    return np.unique(idx[ok]).astype(np.int32)
+
+
+def _pad(rows: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(NR, width) zero-padded rows (evenly thinned when longer) and their counts."""
+    out = np.zeros((len(rows), width), np.int32)
+    cnt = np.zeros(len(rows), np.int32)
+    for i, row in enumerate(rows):
+        if len(row) > width:
+            row = row[np.linspace(0, len(row) - 1, width).round().astype(int)]
+        out[i, : len(row)], cnt[i] = row, len(row)
+    return out, cnt
+
+
 def route_bank(m: MapArrays, routes: list[np.ndarray], max_len: int | None = None,
-               num_spawn: int = 64) -> RouteBank:
+               num_spawn: int = 64, num_curb: int = 32, num_xwalk: int = 16) -> RouteBank:
     """Pad the routes (map point indices) to one length and precompute their geometry."""
     a = _np(m)
     lane_start, pt_lane, lane_light = a["lane_start"], a["pt_lane"], a["lane_light"]
@@ -161,6 +220,12 @@ def route_bank(m: MapArrays, routes: list[np.ndarray], max_len: int | None = Non
     c = min(num_spawn, len(sp))
     spawn = np.zeros((nr, c), np.int32)
     spawn_ok = np.zeros((nr, c), bool)
+    stop_lane = np.zeros(len(lane_start), bool)
+    sp_pt = a["stop_pt"][a["stop_pt"] >= 0]
+    stop_lane[pt_lane[sp_pt]] = True
+    sign = np.zeros((nr, r), bool)
+    sign_next = np.full((nr, r), r - 1, np.int32)
+    curbs, xwalks = [], []
     for i, route in enumerate(routes):
         route = np.asarray(route)[:r]
         n = len(route)
@@ -182,13 +247,25 @@ def route_bank(m: MapArrays, routes: list[np.ndarray], max_len: int | None = Non
         d_start = np.linalg.norm(sxy - xy[i, 0], axis=-1)
         order = np.argsort(np.where(d_start > 20.0, d_route, np.inf), kind="stable")[:c]
         spawn[i], spawn_ok[i] = sp[order], d_start[order] > 20.0
-        following = r - 1
+        is_sign = (p == lane_start[lane]) & stop_lane[lane]
+        is_sign[0] = False
+        is_sign[n:] = False
+        sign[i] = is_sign
+        following = following_sign = r - 1
         for j in range(r - 1, -1, -1):
             if is_stop[j]:
                 following = j
+            if is_sign[j]:
+                following_sign = j
             nxt[i, j] = following
+            sign_next[i, j] = following_sign
+        curbs.append(_curb_slots(a, p, cum[i], n))
+        xwalks.append(_xwalk_slots(a, p, cum[i], n))
+    curb, curb_n = _pad(curbs, num_curb)
+    xwalk, xwalk_n = _pad(xwalks, num_xwalk)
     return RouteBank(*(jnp.asarray(v) for v in (xy, yaw, cum, pt, length, num, stop, nxt, spawn,
-                                                 spawn_ok)))
+                                                 spawn_ok, sign, sign_next, curb, curb_n,
+                                                 xwalk, xwalk_n)))
 
 
 def carla_route_bank(m: MapArrays, net: RoadNetwork, route_file: str,

@@ -33,6 +33,16 @@ srunner/scenariomanager/scenarioatomics/atomic_criteria.py = "AC"):
   0.8 s per metre of route + 5 s; ends the route, no penalty factor.
 * status (statistics_manager.py:398-403): 'Perfect' = route completed and no
   infraction entry at all; `success` here is exactly that.
+* collisions are typed by the other actor (AC:358-369): walker -> pedestrian
+  (0.5), static prop -> static (0.65), else vehicle (0.6); the filters above
+  apply across types (actor ids are distinct).
+* RunningStopTest (AC:1812-1970): the ego is affected by a stop sign while
+  within PROXIMITY_THRESHOLD = 4 m of its trigger volume (AC:1821, 1867; the
+  volume is taken to sit on the stop line), the stop counts when the speed drops
+  below SPEED_THRESHOLD = 0.1 m/s while affected (AC:1822, 1935-1938), and a
+  stop sign is run when the ego stops being affected without that stop
+  (AC:1940-1943): here, when its route progress gets more than 4 m past the
+  line.
 """
 
 from __future__ import annotations
@@ -54,6 +64,8 @@ WRONG_LANE_VEHICLE_DEG = 120.0  # AC:999
 WRONG_LANE_WAYPOINT_DEG = 150.0  # AC:1000
 COMPLETE_PERCENT = 99.0  # AC:1539
 COMPLETE_DISTANCE = 10.0  # m, AC:1538
+STOP_PROXIMITY = 4.0  # m, AC:1821 (RunningStopTest.PROXIMITY_THRESHOLD)
+STOP_SPEED = 0.1  # m/s, AC:1822 (RunningStopTest.SPEED_THRESHOLD)
 
 
 class LeaderboardState(NamedTuple):
@@ -68,6 +80,7 @@ class LeaderboardState(NamedTuple):
     driven: jax.Array  # m of route driven
     outside: jax.Array  # m of route driven outside the route lanes
     off_safe: jax.Array  # m of route driven > offroad_max / 2 from the route
+    stop_done: jax.Array  # bool: stood still while affected by the current stop sign
 
 
 def initial_state(start_pt: jax.Array) -> LeaderboardState:
@@ -75,24 +88,43 @@ def initial_state(start_pt: jax.Array) -> LeaderboardState:
     return LeaderboardState(
         coll_id=jnp.int32(-1), coll_t=jnp.int32(0), coll_xy=jnp.zeros(2, jnp.float32),
         coll_near=jnp.zeros((), bool), wrong_lane=jnp.zeros((), bool),
-        last_pt=jnp.asarray(start_pt, jnp.int32), driven=f, outside=f, off_safe=f)
+        last_pt=jnp.asarray(start_pt, jnp.int32), driven=f, outside=f, off_safe=f,
+        stop_done=jnp.zeros((), bool))
 
 
 def count_collision(s: LeaderboardState, hits: jax.Array, t: jax.Array, dt: float,
                     ego_xy: jax.Array, v: jax.Array) -> tuple[jax.Array, LeaderboardState]:
     """Whether this step adds a leaderboard collision (CollisionTest's filters,
     AC:335-342, 371-386), and the updated memory. `hits` (N,): the ego box overlaps
-    vehicle i now."""
+    actor i now; the counted actor is `collision_actor(hits)`."""
     near = s.coll_near & (jnp.linalg.norm(ego_xy - s.coll_xy) <= COLLISION_RADIUS)
     same_id_live = (s.coll_id >= 0) & ((t - s.coll_t) * dt <= COLLISION_ID_TIME)
-    idx = jnp.arange(hits.shape[0])
-    first = jnp.min(jnp.where(hits, idx, hits.shape[0]))  # lowest index in contact
+    first = collision_actor(hits)
     repeat = same_id_live & (first == s.coll_id)
     new = jnp.any(hits) & ~repeat & ~near & (v >= COLLISION_MIN_SPEED)
     s = s._replace(coll_id=jnp.where(new, first, jnp.where(same_id_live, s.coll_id, -1)),
                    coll_t=jnp.where(new, t, s.coll_t),
                    coll_xy=jnp.where(new, ego_xy, s.coll_xy), coll_near=new | near)
     return new, s
+
+
+def collision_actor(hits: jax.Array) -> jax.Array:
+    """Lowest index in contact (hits.shape[0] when none): the actor a step's collision
+    is counted against."""
+    idx = jnp.arange(hits.shape[0])
+    return jnp.min(jnp.where(hits, idx, hits.shape[0]))
+
+
+def run_stop_sign(s: LeaderboardState, d_old: jax.Array, d_new: jax.Array, is_sign: jax.Array,
+                  v: jax.Array) -> tuple[jax.Array, LeaderboardState]:
+    """RunningStopTest for one step: (stop sign run now, memory). `d_old` / `d_new`: route
+    metres from the ego to the stop line before / after the step (negative: past it),
+    `is_sign`: that line has an active stop sign."""
+    affected = is_sign & (jnp.abs(d_new) <= STOP_PROXIMITY)
+    done = s.stop_done | (affected & (v < STOP_SPEED))
+    left = is_sign & (d_old >= -STOP_PROXIMITY) & (d_new < -STOP_PROXIMITY)
+    ran = left & ~done
+    return ran, s._replace(stop_done=done & ~left)
 
 
 def outside_route_lanes(s: LeaderboardState, pt_tab: jax.Array, ego_pt: jax.Array,
