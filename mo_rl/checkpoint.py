@@ -65,6 +65,12 @@ def _decode(raw: Any, like: Any) -> Any:
     )
 
 
+def _placeholder(x: Any) -> Any:
+    """Orbax refuses zero-size arrays (e.g. a world with no walkers): store a one-element
+    stand-in instead; restore puts the empty array back from the live state's shape."""
+    return np.zeros((1,), x.dtype) if getattr(x, "size", 1) == 0 else x
+
+
 def tree_layout(state: Any) -> list[list[Any]]:
     """[[path, shape, dtype], ...] of every leaf: what a checkpoint must match."""
     leaves = jax.tree_util.tree_flatten_with_path(_encode(state))[0]
@@ -160,7 +166,7 @@ class Checkpointer:
             d.mkdir(parents=True)
         enc = _encode(state)
         ckpt = ocp.StandardCheckpointer()
-        ckpt.save(d / "state", enc)
+        ckpt.save(d / "state", jax.tree.map(_placeholder, enc))
         ckpt.wait_until_finished()
         ckpt.close()
         meta = {
@@ -225,7 +231,8 @@ class Checkpointer:
             )
         enc_like = _encode(like)
         target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+            lambda x: _placeholder(x) if x.size == 0 else jax.ShapeDtypeStruct(
+                x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
             enc_like,
         )
         ckpt = ocp.StandardCheckpointer()
@@ -235,6 +242,7 @@ class Checkpointer:
             raise CheckpointCorruptError(f"checkpoint {d} could not be read: {e}") from e
         finally:
             ckpt.close()
+        raw = jax.tree.map(lambda r, x: x if x.size == 0 else r, raw, enc_like)
         state = _decode(raw, like)
         digest = tree_digest(state)
         if digest != meta["sha256"]:

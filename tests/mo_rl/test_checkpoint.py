@@ -54,6 +54,17 @@ def test_round_trip_exact(tmp_path):
     json.loads((tmp_path / "chunk_000003" / "meta.json").read_text())
 
 
+def test_zero_size_leaves_round_trip(tmp_path):
+    """A world with no walkers has (seeds, 0, 2) arrays; orbax alone refuses to save them."""
+    ck = Checkpointer(tmp_path, "abc")
+    state = {**_state(1), "walkers": jnp.zeros((3, 0, 2)), "none": jnp.zeros((0,), jnp.int32)}
+    ck.save(1, state)
+    like = {**_state(0), "walkers": jnp.ones((3, 0, 2)), "none": jnp.ones((0,), jnp.int32)}
+    got, _ = ck.restore(1, like)
+    _assert_same(got, state)
+    assert got["walkers"].shape == (3, 0, 2) and got["none"].dtype == jnp.int32
+
+
 def test_config_hash_mismatch(tmp_path):
     Checkpointer(tmp_path, "aaa").save(1, _state())
     msg = r"config hash aaa.*this run's config hash is bbb"
