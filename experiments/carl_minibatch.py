@@ -11,8 +11,12 @@ route-completion reward keeps working. Here PPO (agents.ppo, Beta policy
 over steer / acceleration, CaRL's PPO settings at a smaller scale) trains on
 envs.driving with reward="carl" and with reward="roach", at a FIXED rollout
 batch (num_envs x num_steps) while the mini-batch size sweeps; the number of
-gradient steps per update falls as the mini-batch grows, as in CaRL. Every
-(reward, mini-batch) pair trains the same seeds (vmapped, chunked and
+gradient steps per update falls as the mini-batch grows, as in CaRL (the table
+reports each cell's total gradient steps). An equal-gradient-steps control
+(`equal_steps_control`, on by default) adds, per reward, the largest mini-batch
+trained with as many epochs as the smallest mini-batch makes gradient steps, so a
+reader can tell "large mini-batches see fewer gradient steps" apart from "large
+mini-batches are worse per step". Every cell trains the same seeds (vmapped, chunked and
 checkpointed by mo_rl.runner), then runs held-out evaluation episodes with
 the Beta-mean policy. Those episodes follow one rule set for both rewards by
 default (`--eval-rules leaderboard`: CARLA's leaderboard rules and metrics,
@@ -77,6 +81,9 @@ class CarlMinibatchConfig:
     # held-out episodes: "leaderboard" = CARLA's leaderboard rules for both rewards;
     # "common" = the earlier shared rule set; "reward" = each reward's own training rules
     eval_rules: str = "leaderboard"
+    # add, per reward, the largest mini-batch with update_epochs scaled up so its gradient
+    # steps equal the smallest mini-batch's (the equal-gradient-steps control)
+    equal_steps_control: bool = True
     num_chunks: int = 4
     results_root: str = "results"
     runs_root: str = "runs"
@@ -105,8 +112,10 @@ def _ppo(**kw) -> PPOConfig:
     is the earlier layout; `--agent.clip_value false` the no-value-clipping control."""
     # eval_max_steps >= the env's step limit (quick preset: max_steps 2000, above the
     # leaderboard's route timeout), so every evaluation episode finishes
+    # 64 evaluation episodes per seed: with 16 (the first tables) a cell's CI on driving
+    # score was as wide as the differences read from it
     base = dict(hidden=(128, 128), activation="relu", normalize_obs=True,
-                eval_episodes=16, eval_max_steps=2000)
+                eval_episodes=64, eval_max_steps=2000)
     return PPOConfig.carl(**{**base, **kw})
 
 
@@ -142,18 +151,41 @@ def make_env(cfg: CarlMinibatchConfig, reward: str, episode_end: str = "reward")
                         num_vehicles=cfg.num_vehicles, episode_end=episode_end)
 
 
+def cells(cfg: CarlMinibatchConfig) -> list[tuple[str, int, int]]:
+    """(reward, mini-batch, update epochs) of every trained cell, in table order: the sweep
+    at the agent's epochs, then the equal-gradient-steps control when enabled."""
+    epochs = cfg.agent.update_epochs
+    out = [(r, mb, epochs) for r in cfg.rewards for mb in cfg.minibatch_sizes]
+    lo, hi = min(cfg.minibatch_sizes), max(cfg.minibatch_sizes)
+    if cfg.equal_steps_control and hi > lo:
+        out += [(r, hi, epochs * (hi // lo)) for r in cfg.rewards]
+    return out
+
+
+def gradient_steps(cfg: CarlMinibatchConfig, mb: int, epochs: int) -> int:
+    """Optimiser steps per seed: updates x epochs x mini-batches per epoch."""
+    return cfg.agent.num_updates * epochs * (cfg.agent.batch_size // mb)
+
+
+def cell_label(reward: str, mb: int, epochs: int, base_epochs: int) -> str:
+    return f"{reward}_mb{mb}" + ("" if epochs == base_epochs else f"_ep{epochs}")
+
+
 def summary_table(ev: pd.DataFrame) -> pd.DataFrame:
-    """Rows (reward, minibatch_size, metric): mean, 95% bootstrap CI, IQM, n over seeds."""
+    """Rows (reward, minibatch_size, update_epochs, metric): mean, 95% bootstrap CI, IQM
+    and n over seeds."""
     rows = []
-    for (reward, mb), g in ev.groupby(["reward", "minibatch_size"], sort=False):
+    keys = ["reward", "minibatch_size", "update_epochs"]
+    for (reward, mb, ep), g in ev.groupby(keys, sort=False):
         for m in TABLE_METRICS:
-            rows.append({"reward": reward, "minibatch_size": int(mb), "metric": m,
-                         **stats.summarize(g[m].to_numpy(np.float64))})
+            rows.append({"reward": reward, "minibatch_size": int(mb), "update_epochs": int(ep),
+                         "metric": m, **stats.summarize(g[m].to_numpy(np.float64))})
     return pd.DataFrame(rows)
 
 
-def _cell(table: pd.DataFrame, reward: str, mb: int, m: str) -> str:
-    r = table[(table.reward == reward) & (table.minibatch_size == mb) & (table.metric == m)]
+def _cell(table: pd.DataFrame, reward: str, mb: int, ep: int, m: str) -> str:
+    r = table[(table.reward == reward) & (table.minibatch_size == mb)
+              & (table.update_epochs == ep) & (table.metric == m)]
     if r.empty or not np.isfinite(r.iloc[0]["mean"]):
         return "-"
     r = r.iloc[0]
@@ -177,14 +209,19 @@ EVAL_RULES = {
 
 
 def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
-    head = ["reward", "mini-batch", "SGD steps / epoch", "driving score", "route completion (%)",
-            "infraction score", "success (%)", "collision (%)", "off-road (%)", "red lights / ep"]
+    head = ["reward", "mini-batch", "epochs", "SGD steps / epoch", "gradient steps / seed",
+            "driving score", "route completion (%)", "infraction score", "success (%)",
+            "collision (%)", "off-road (%)", "red lights / ep"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for reward in cfg.rewards:
-        for mb in cfg.minibatch_sizes:
-            cells = [reward, str(mb), str(cfg.agent.batch_size // mb)]
-            cells += [_cell(table, reward, mb, m) for m in TABLE_METRICS]
-            lines.append("| " + " | ".join(cells) + " |")
+    for reward, mb, ep in cells(cfg):
+        row = [reward, str(mb), str(ep), str(cfg.agent.batch_size // mb),
+               f"{gradient_steps(cfg, mb, ep):,}"]
+        row += [_cell(table, reward, mb, ep, m) for m in TABLE_METRICS]
+        lines.append("| " + " | ".join(row) + " |")
+    control = ""
+    if len(cells(cfg)) > len(cfg.rewards) * len(cfg.minibatch_sizes):
+        control = (" Rows with more epochs are the equal-gradient-steps control: the largest "
+                   "mini-batch trained for as many gradient steps as the smallest.")
     lines += ["", f"Mean over {cfg.seeds} seeds of each seed's {cfg.agent.eval_episodes} "
               "held-out evaluation episodes (Beta-mean policy); [95% bootstrap CI over seeds] "
               "(mo_rl.stats; '-' where undefined). Driving score = route completion x "
@@ -192,7 +229,8 @@ def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
               "with >= 1 such event. Rollout batch fixed at "
               f"{cfg.agent.num_envs} envs x {cfg.agent.num_steps} steps = "
               f"{cfg.agent.batch_size}; {cfg.agent.update_epochs} epochs; "
-              f"{cfg.agent.total_timesteps} env steps per seed. " + EVAL_RULES[cfg.eval_rules]]
+              f"{cfg.agent.total_timesteps} env steps per seed." + control + " "
+              + EVAL_RULES[cfg.eval_rules]]
     return "\n".join(lines) + "\n"
 
 
@@ -204,14 +242,22 @@ def plot_sweep(table: pd.DataFrame, cfg: CarlMinibatchConfig, path: Path) -> Non
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, m in zip(axes, panels, strict=True):
         for reward in cfg.rewards:
-            t = table[(table.reward == reward) & (table.metric == m)].sort_values(
+            t = table[(table.reward == reward) & (table.metric == m)
+                      & (table.update_epochs == cfg.agent.update_epochs)].sort_values(
                 "minibatch_size")
             s = 100.0 if m in PCT else 1.0
             mean = t["mean"].to_numpy() * s
             lo = np.nan_to_num(mean - t["ci_low"].to_numpy() * s, nan=0.0)
             hi = np.nan_to_num(t["ci_high"].to_numpy() * s - mean, nan=0.0)
-            ax.errorbar(t["minibatch_size"], mean, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)],
-                        marker="o", capsize=3, label=f"{reward} reward")
+            line = ax.errorbar(t["minibatch_size"], mean,
+                               yerr=[np.maximum(lo, 0), np.maximum(hi, 0)],
+                               marker="o", capsize=3, label=f"{reward} reward")
+            ctl = table[(table.reward == reward) & (table.metric == m)
+                        & (table.update_epochs != cfg.agent.update_epochs)]
+            if not ctl.empty:  # the equal-gradient-steps control: a hollow marker
+                ax.plot(ctl["minibatch_size"], ctl["mean"] * s, marker="s", ls="none",
+                        mfc="none", color=line[0].get_color(),
+                        label=f"{reward}, equal gradient steps")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("mini-batch size")
         ax.set_title(m + (" (%)" if m in PCT or m == "route_completion" else ""))
@@ -234,14 +280,19 @@ def plot_curves(train: pd.DataFrame, cfg: CarlMinibatchConfig, path: Path) -> No
     for i, reward in enumerate(cfg.rewards):
         for j, col in enumerate(panels):
             ax = axes[i, j]
-            for mb in cfg.minibatch_sizes:
-                d = train[(train.reward == reward) & (train.minibatch_size == mb)]
+            for r, mb, ep in cells(cfg):
+                if r != reward:
+                    continue
+                d = train[(train.reward == reward) & (train.minibatch_size == mb)
+                          & (train.update_epochs == ep)]
                 wide = d.pivot_table(index="env_steps", columns="seed", values=col,
                                      dropna=False)
                 if wide.empty:
                     continue
                 sm = wide.rolling(max(1, len(wide) // 20), min_periods=1).mean().mean(axis=1)
-                ax.plot(sm.index, sm.values, label=f"mb {mb}")
+                ax.plot(sm.index, sm.values, label=f"mb {mb}" + (
+                    "" if ep == cfg.agent.update_epochs else f", {ep} epochs"),
+                    ls="-" if ep == cfg.agent.update_epochs else "--")
             ax.set_title(f"{reward} reward: {col}")
             ax.set_xlabel("env steps per seed")
         axes[i, 0].legend(fontsize=8)
@@ -256,38 +307,40 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
     frames, timings, kinds = [], {}, []
     # a run's reward and mini-batch are in its env and agent identity; eval_rules only
     # changes the held-out episodes (a resume may re-evaluate under other rules)
-    study_id = study_identity(cfg, drop=("rewards", "minibatch_sizes", "eval_rules"))
+    study_id = study_identity(cfg, drop=("rewards", "minibatch_sizes", "eval_rules",
+                                         "equal_steps_control"))
     # a resumed study whose runs were complete only re-evaluates: keep their training times
     old = out / "timings.json"
     old_runs = json.loads(old.read_text()).get("runs", {}) if cfg.resume and old.exists() else {}
     t_all = time.perf_counter()
-    for reward in cfg.rewards:
-        env, params = make_env(cfg, reward)
-        eval_env, _ = make_env(cfg, reward, episode_end=cfg.eval_rules)
-        for mb in cfg.minibatch_sizes:
-            acfg = dataclasses.replace(cfg.agent, minibatch_size=mb)
-            label = f"{reward}_mb{mb}"
-            print(f"[{label}] {env.name}: {cfg.seeds} seeds x {acfg.total_timesteps} steps, "
-                  f"{acfg.num_minibatches} x {mb} per epoch", flush=True)
-            t0 = time.perf_counter()
-            res = run(lambda c, env=env, params=params, ev=eval_env: make_agent(
-                          c, env, params, eval_env=ev), acfg,
-                      seeds=range(cfg.seeds), study=STUDY, run_name=f"{cfg.name}/{label}",
-                      num_chunks=cfg.num_chunks, resume=cfg.resume, overwrite=not cfg.resume,
-                      objectives=env.reward_spec.names, runs_root=cfg.runs_root,
-                      results_root=cfg.results_root, progress=cfg.progress,
-                      table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {label}",
-                      identity={"env": env_identity(env, params), "study": study_id})
-            kinds.append(res.info["kind"])
-            timings[label] = {"wall_s": round(time.perf_counter() - t0, 1), **{
-                k: res.info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
-            if res.info["resumed_from_chunk"] == cfg.num_chunks and label in old_runs:
-                timings[label] = {**old_runs[label],
-                                  "re_evaluated_wall_s": timings[label]["wall_s"]}
-            frames.append(res.metrics.assign(reward=reward, minibatch_size=mb))
+    envs = {r: (make_env(cfg, r), make_env(cfg, r, episode_end=cfg.eval_rules)[0])
+            for r in cfg.rewards}
+    for reward, mb, ep in cells(cfg):
+        (env, params), eval_env = envs[reward]
+        acfg = dataclasses.replace(cfg.agent, minibatch_size=mb, update_epochs=ep)
+        label = cell_label(reward, mb, ep, cfg.agent.update_epochs)
+        print(f"[{label}] {env.name}: {cfg.seeds} seeds x {acfg.total_timesteps} steps, "
+              f"{ep} epochs x {acfg.num_minibatches} x {mb} "
+              f"({gradient_steps(cfg, mb, ep):,} gradient steps per seed)", flush=True)
+        t0 = time.perf_counter()
+        res = run(lambda c, env=env, params=params, ev=eval_env: make_agent(
+                      c, env, params, eval_env=ev), acfg,
+                  seeds=range(cfg.seeds), study=STUDY, run_name=f"{cfg.name}/{label}",
+                  num_chunks=cfg.num_chunks, resume=cfg.resume, overwrite=not cfg.resume,
+                  objectives=env.reward_spec.names, runs_root=cfg.runs_root,
+                  results_root=cfg.results_root, progress=cfg.progress,
+                  table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {label}",
+                  identity={"env": env_identity(env, params), "study": study_id})
+        kinds.append(res.info["kind"])
+        timings[label] = {"wall_s": round(time.perf_counter() - t0, 1), **{
+            k: res.info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
+        if res.info["resumed_from_chunk"] == cfg.num_chunks and label in old_runs:
+            timings[label] = {**old_runs[label],
+                              "re_evaluated_wall_s": timings[label]["wall_s"]}
+        frames.append(res.metrics.assign(reward=reward, minibatch_size=mb, update_epochs=ep))
     df = pd.concat(frames, ignore_index=True)
-    df = df[["reward", "minibatch_size"] + [c for c in df.columns
-                                             if c not in ("reward", "minibatch_size")]]
+    keys = ["reward", "minibatch_size", "update_epochs"]
+    df = df[keys + [c for c in df.columns if c not in keys]]
     df.to_csv(out / "metrics.csv", index=False)
     table = summary_table(df[df.phase == "eval"])
     texts = tables(cfg, df)
@@ -313,6 +366,8 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
 
 def tables(cfg: CarlMinibatchConfig, df: pd.DataFrame) -> dict[str, str]:
     """table.csv and table.md from the study's metrics (every run's rows)."""
+    if "update_epochs" not in df.columns:  # folders written before the control existed
+        df = df.assign(update_epochs=cfg.agent.update_epochs)
     table = summary_table(df[df.phase == "eval"])
     title = (f"CaRL vs Roach reward across mini-batch sizes: PPO on envs.driving "
              f"({cfg.env_preset}, {cfg.obs_type} obs, continuous Beta policy)")
@@ -322,11 +377,49 @@ def tables(cfg: CarlMinibatchConfig, df: pd.DataFrame) -> dict[str, str]:
 def rebuild_tables(out: str | Path) -> dict[str, str]:
     """The study tables of a results folder, from its study.json and metrics.csv."""
     out = Path(out)
-    return tables(load_config(CarlMinibatchConfig, out / "study.json"),
-                  pd.read_csv(out / "metrics.csv"))
+    cfg = load_config(CarlMinibatchConfig, out / "study.json")
+    df = pd.read_csv(out / "metrics.csv")
+    if "update_epochs" not in df.columns:  # written before the equal-gradient-steps control
+        cfg = dataclasses.replace(cfg, equal_steps_control=False)
+    return tables(cfg, df)
+
+
+def carla_main(cfg: CarlMinibatchConfig, opts, argv: list[str]) -> None:
+    """`--env carla` (experiments.carla): the study on CARLA servers, or `--eval-only`: each
+    (reward, mini-batch) run's trained checkpoint (simulator) scored on CARLA under
+    `eval_rules`."""
+    from experiments import carla
+
+    def carla_env(cfg: CarlMinibatchConfig, reward: str, episode_end: str = "reward"):
+        return opts.env(cfg.seeds * cfg.agent.num_envs, reward=reward,
+                        action_type="continuous", obs_type=cfg.obs_type,
+                        max_vehicles=cfg.max_vehicles, episode_end=episode_end)
+
+    if not opts.eval_only:
+        global make_env
+        make_env = carla_env
+        return main(cfg, argv)
+    runs = {}
+    for reward in cfg.rewards:
+        env, params = make_env(cfg, reward)
+        ev, ev_params = carla_env(cfg, reward, cfg.eval_rules)
+        horizon = max(cfg.agent.eval_max_steps, int(ev_params.max_steps))
+        for mb in cfg.minibatch_sizes:
+            acfg = dataclasses.replace(cfg.agent, minibatch_size=mb)
+            runs[f"{reward}_mb{mb}"] = (
+                lambda a=acfg, e=env, p=params: make_agent(a, e, p),
+                lambda a=acfg, e=env, p=params, v=ev, h=horizon: make_agent(
+                    dataclasses.replace(a, eval_max_steps=h), e, p, eval_env=v))
+    carla.eval_only(STUDY, cfg.name, opts, cfg.seeds, runs, TABLE_METRICS)
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(cli(CarlMinibatchConfig, PRESETS, default_preset="quick", args=args,
-             description=__doc__), args)
+    from experiments.carla import carla_args
+
+    carla_opts, args = carla_args(sys.argv[1:])
+    cfg = cli(CarlMinibatchConfig, PRESETS, default_preset="quick", args=args,
+              description=__doc__)
+    if carla_opts is None:
+        main(cfg, args)
+    else:
+        carla_main(cfg, carla_opts, args)

@@ -37,3 +37,19 @@ def test_eval_rules_are_checked():
     with pytest.raises(ConfigError, match="eval_rules"):
         dataclasses.replace(PRESETS["tiny"], eval_rules="nope")
     assert CarlMinibatchConfig(agent=PRESETS["quick"].agent).eval_rules == "leaderboard"
+
+
+def test_equal_gradient_steps_control_cells():
+    from experiments.carl_minibatch import cell_label, cells, gradient_steps
+
+    cfg = PRESETS["quick"]  # batch 4096, mini-batches 256 .. 4096, 3 epochs, 60 updates
+    got = cells(cfg)
+    assert len(got) == 2 * 5 + 2
+    assert got[-2:] == [("carl", 4096, 48), ("roach", 4096, 48)]
+    # 60 updates x 3 epochs x 16 mini-batches = the control's 60 x 48 x 1
+    assert gradient_steps(cfg, 256, 3) == 2880 == gradient_steps(cfg, 4096, 48)
+    assert gradient_steps(cfg, 4096, 3) == 180
+    assert cell_label("carl", 4096, 48, 3) == "carl_mb4096_ep48"
+    assert cell_label("carl", 4096, 3, 3) == "carl_mb4096"
+    off = dataclasses.replace(cfg, equal_steps_control=False)
+    assert len(cells(off)) == 10
