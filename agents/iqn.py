@@ -72,6 +72,7 @@ from mo_rl.networks import torso_for
 from mo_rl.quantile import CosineTauEmbedding, nstep_return, quantile_huber_loss
 from mo_rl.replay import Transition, make_nstep_replay, time_major_to_batch
 from mo_rl.reward import RewardSpec
+from mo_rl.reward_model import RewardHook, Steps
 from mo_rl.rollout import evaluate_policy
 from mo_rl.scalarize import KINDS as SCALARIZATIONS
 from mo_rl.scalarize import scalarizer
@@ -272,6 +273,7 @@ class IQNState:
     key: jax.Array
     env_steps: jax.Array
     grad_steps: jax.Array
+    hook: Any = None  # the reward hook's state (agents.heron); None without a hook
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -393,9 +395,17 @@ def bootstrap_masks(key: jax.Array, shape: tuple[int, ...], p: float) -> jax.Arr
 
 
 # ------------------------------------------------------------------------ make_agent
-def make_agent(config: IQNConfig, env, env_params) -> Agent:
-    """Build IQN / ensemble-IQN / Pr-IQN for `env` (discrete actions, vector reward)."""
+def make_agent(config: IQNConfig, env, env_params, reward_hook: RewardHook | None = None
+               ) -> Agent:
+    """Build IQN / ensemble-IQN / Pr-IQN for `env` (discrete actions, vector reward).
+
+    `reward_hook` (mo_rl.reward_model, e.g. HERON's learned reward; iqn / ensemble only):
+    trained after each update's env steps (off-policy, on replay samples), and every
+    replayed n-step window is relabelled with its CURRENT reward(obs, action, reward vector).
+    """
     cfg = config
+    if reward_hook is not None and cfg.variant == "pr_iqn":
+        raise ValueError("a reward hook gives a scalar reward; Pr-IQN needs the vector one.")
     spec: RewardSpec = env.reward_spec
     if cfg.relations is not None:
         spec = RewardSpec(spec.names, cfg.relations, spec.low, spec.high, spec.directions)
@@ -462,7 +472,9 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
         return IQNState(params=params, target_params=params,
                         opt_state=per_member(tx.init)(params), env_state=env_state, obs=obs,
                         replay=replay.init(example), key=k_state, env_steps=jnp.int32(0),
-                        grad_steps=jnp.int32(0))
+                        grad_steps=jnp.int32(0),
+                        hook=None if reward_hook is None else reward_hook.init(
+                            jax.random.fold_in(k_net, 1)))
 
     # ---- one gradient step
     def batch_targets(state: IQNState, batch: Transition, key) -> jax.Array:
@@ -475,7 +487,10 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
                                          act_fractions(k_sel, bt, cfg.num_tau_act, cfg.act_taus)),
             target_q=lambda o: quantiles(state.target_params, o, tau_t),
             select=lambda q: greedy_actions(q, subset_rule),
-            rewards=reward_view(batch.reward), terminated=batch.terminated,
+            rewards=(reward_view(batch.reward) if reward_hook is None else
+                     reward_hook.reward(state.hook, batch.obs, batch.action,
+                                        batch.reward)[..., None]),
+            terminated=batch.terminated,
             truncated=batch.truncated, next_obs=batch.next_obs, gamma=cfg.gamma)
 
     def loss_fn(params, obs, actions, targets, tau, weights):
@@ -555,6 +570,20 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
         key, k_grad = jax.random.split(state.key)
         state = state.replace(key=key)
         learn = (state.env_steps >= cfg.learning_starts) & replay.can_sample(state.replay)
+        hook_metrics = {}
+        if reward_hook is not None:  # learned reward: trained on the history (replay)
+            key, k_hook = jax.random.split(key)
+            fresh = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), Steps(
+                out["trans"].obs, out["trans"].action, out["trans"].reward))
+
+            def sample(k):
+                w = replay.sample(state.replay, k)
+                return Steps(jax.tree.map(lambda x: x[:, 0], w.obs), w.action[:, 0],
+                             w.reward[:, 0])
+
+            hook, hook_metrics = reward_hook.train(state.hook, k_hook, fresh, sample,
+                                                   replay.can_sample(state.replay))
+            state = state.replace(hook=hook, key=key)
 
         def learn_fn(s):
             s, m = jax.lax.scan(grad_step, s, jax.random.split(k_grad, cfg.gradient_steps))
@@ -578,6 +607,7 @@ def make_agent(config: IQNConfig, env, env_params) -> Agent:
             "epsilon": eps,
             "subset_size": jnp.mean(out["subset_size"]),
             **lm,
+            **hook_metrics,
         }
         for name, v in out.get("episode_metrics", {}).items():
             metrics[f"train/{name}"] = _masked_mean(v.astype(jnp.float32), out["done"])

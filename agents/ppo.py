@@ -48,6 +48,7 @@ from mo_rl.batching import batched
 from mo_rl.env import Env
 from mo_rl.gae import gae, next_values
 from mo_rl.networks import orthogonal, torso_for
+from mo_rl.reward_model import RewardHook, Steps
 from mo_rl.rollout import evaluate_policy
 from mo_rl.scalarize import KINDS as SCALARIZATIONS
 from mo_rl.scalarize import scalarizer
@@ -396,6 +397,7 @@ class PPOState:
     obs: Any
     key: jax.Array
     env_steps: jax.Array
+    hook: Any = None  # the reward hook's state (agents.heron); None without a hook
 
 
 class Transition(NamedTuple):
@@ -438,12 +440,16 @@ def _same_interface(env: Env, other: Env, params: Any, obs_shape: Any) -> bool:
 
 
 def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
-               eval_env: Env | None = None) -> Agent:
+               eval_env: Env | None = None, reward_hook: RewardHook | None = None) -> Agent:
     """PPO on `env` (a single, unbatched protocol env with vector reward (K,)).
 
     `eval_env` (same observations and actions, e.g. other episode-end rules) runs the
     held-out episodes of `evaluate` instead of `env`, so agents trained on different
     rewards can be scored under one protocol.
+    `reward_hook` (mo_rl.reward_model, e.g. HERON's learned reward): after each rollout it
+    trains on the rollout, then its reward(obs, env action, reward vector) replaces the
+    scalarisation for the whole rollout: returns, advantages and value targets all use
+    it (`cfg.scalarization` is then unused).
     """
     if env.num_agents is not None:
         raise ValueError("PPO is single-agent; use agents.marl for multi-agent envs.")
@@ -484,7 +490,8 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         dummy = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), obs_shape)
         params = net.init(k_net, dummy)
         obs, env_state = venv.reset(jax.random.split(k_env, cfg.num_envs), env_params)
-        return PPOState(params, tx.init(params), env_state, obs, key, jnp.int32(0))
+        hook = None if reward_hook is None else reward_hook.init(jax.random.fold_in(k_net, 1))
+        return PPOState(params, tx.init(params), env_state, obs, key, jnp.int32(0), hook)
 
     def env_step(carry, _):
         params, env_state, obs, key = carry
@@ -499,7 +506,8 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
             u = jnp.clip(u, BETA_EPS, 1.0 - BETA_EPS)
         logp = dist.log_prob(u)
         res = venv.step(k_envs, env_state, policy.to_env(u), env_params)
-        reward = scal(res.reward) * cfg.reward_scale
+        # with a hook the vector reward is kept; the hook's view replaces it in `update`
+        reward = res.reward if reward_hook is not None else scal(res.reward) * cfg.reward_scale
         tr = Transition(obs, u, logp, value, reward, res.terminated, res.truncated,
                         res.info["final_obs"])
         ep_info = {k: res.info[k] for k in ("returned_episode", "returned_episode_returns",
@@ -546,7 +554,13 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
             final_value = net.apply(params, traj.final_obs, method=ActorCritic.value)
         else:  # never read: no end is bootstrapped
             final_value = jnp.zeros_like(traj.value)
-        adv, target = ppo_targets(traj.reward, traj.value, last_value, final_value,
+        hook, hook_metrics, reward = state.hook, {}, traj.reward
+        if reward_hook is not None:  # learned reward: train on the rollout, then relabel it
+            key, k_hook = jax.random.split(key)
+            steps = Steps(traj.obs, policy.to_env(traj.u), traj.reward.astype(jnp.float32))
+            hook, hook_metrics = reward_hook.train(hook, k_hook, jax.tree.map(_flat, steps))
+            reward = reward_hook.reward(hook, *steps) * cfg.reward_scale
+        adv, target = ppo_targets(reward, traj.value, last_value, final_value,
                                   traj.terminated, traj.truncated, cfg.gamma, cfg.gae_lambda,
                                   cfg.bootstrap_truncated)
         ev = explained_variance(traj.value, target)
@@ -570,7 +584,8 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
                    "explained_variance": ev, "lr": lr_now if cfg.anneal_lr else cfg.lr,
                    **dict(zip(loss_names, losses.reshape(-1, len(loss_names)).mean(0),
                               strict=True))}
-        new_state = PPOState(params, opt_state, env_state, obs, key, env_steps)
+        metrics.update(hook_metrics)
+        new_state = PPOState(params, opt_state, env_state, obs, key, env_steps, hook)
         return new_state, metrics
 
     def evaluate(state: PPOState, key: jax.Array) -> dict[str, jax.Array]:

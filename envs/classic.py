@@ -5,7 +5,8 @@ constants, Euler integration, termination thresholds, reset distribution
 U(-0.05, 0.05)^4, reward 1 on every step (the terminating one included) and
 truncation after `params.max_steps` = 500 steps. Pendulum reproduces gymnasium
 Pendulum-v1 (g = 10, 200 steps). State is float32 here (gymnasium integrates
-in float64), so trajectories agree to ~1e-5 per step.
+in float64), so trajectories agree to ~1e-5 per step. FactoredPendulum is the
+same task with its cost split into three ranked factors (K = 3, HERON's study).
 """
 
 from __future__ import annotations
@@ -172,3 +173,55 @@ class Pendulum(Env):
 
     def action_space(self, params: PendulumParams) -> Box:
         return Box(-params.max_torque, params.max_torque, (1,), jnp.float32)
+
+
+# Gymnasium's Pendulum-v1 cost = theta^2 + 0.1 theta_dot^2 + 0.001 u^2 (pendulum.py, step)
+PENDULUM_WEIGHTS = (1.0, 0.1, 0.001)
+
+
+@struct.dataclass
+class FactoredPendulumParams(PendulumParams):
+    # multiplies each reported factor (the robustness study rescales one of them); the
+    # dynamics and Gymnasium's reward (`gym_reward`) do not depend on it
+    factor_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+class FactoredPendulum(Pendulum):
+    """Pendulum-v1 with its cost split into ranked factors (HERON's Pendulum,
+    shared/reference/heron.md): (theta^2, theta_dot^2, u^2) of the PRE-step state and the
+    clipped torque, each minimised, ranked theta2 > theta_dot2 > torque2. The weighted sum
+    with weights PENDULUM_WEIGHTS (weighted_sum scalarisation: -(f0 + 0.1 f1 + 0.001 f2))
+    equals Gymnasium's reward when factor_scale is 1 (tests/envs/test_factored_pendulum.py)."""
+
+    reward_spec = RewardSpec(
+        names=("theta2", "theta_dot2", "torque2"),
+        relations=("theta2 > theta_dot2", "theta_dot2 > torque2"),
+        low=(0.0, 0.0, 0.0), high=(math.pi**2, 64.0, 4.0), directions=("min", "min", "min"))
+
+    @property
+    def name(self) -> str:
+        return "FactoredPendulum-v1"
+
+    @property
+    def default_params(self) -> FactoredPendulumParams:
+        return FactoredPendulumParams()
+
+    @staticmethod
+    def factors(state: PendulumState, action, params: PendulumParams) -> jax.Array:
+        """(theta^2, theta_dot^2, u^2) of the pre-step state and clipped torque, unscaled."""
+        u = jnp.clip(jnp.reshape(action, (-1,))[0], -params.max_torque, params.max_torque)
+        return jnp.stack([_angle_normalize(state.theta) ** 2, state.theta_dot**2,
+                          u**2]).astype(jnp.float32)
+
+    def step(self, key, state: PendulumState, action, params: FactoredPendulumParams
+             ) -> StepResult:
+        res = super().step(key, state, action, params)
+        f = self.factors(state, action, params) * jnp.asarray(params.factor_scale, jnp.float32)
+        return res._replace(reward=f)
+
+
+def gym_reward(factors: jax.Array, factor_scale=(1.0, 1.0, 1.0)) -> jax.Array:
+    """Gymnasium's Pendulum reward from (possibly rescaled) FactoredPendulum factors (..., 3):
+    the TRUE return the HERON study scores every learner by."""
+    w = jnp.asarray(PENDULUM_WEIGHTS) / jnp.asarray(factor_scale, jnp.float32)
+    return -jnp.sum(factors * w, axis=-1)

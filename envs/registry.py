@@ -46,6 +46,11 @@ def make(name: str, **kwargs: Any) -> tuple[Any, Any]:
         from envs.adapters.gymnasium_in import make_gymnasium
 
         return make_gymnasium(name[len("gym:") :], **kwargs)
+    if name.startswith("carla:"):  # a live server, "carla:<host>:<port>" (not in names())
+        from envs.carla.protocol import make_carla
+
+        host, _, port = name[len("carla:") :].partition(":")
+        return make_carla(host or "localhost", port or 2000, **kwargs)
     if name not in _REGISTRY:
         raise KeyError(
             f"unknown env {name!r}; known envs: {', '.join(names())} "
@@ -79,6 +84,7 @@ def from_class(cls_path: str) -> Factory:
 for _name, _path in {
     "CartPole-v1": "envs.classic:CartPole",
     "Pendulum-v1": "envs.classic:Pendulum",
+    "FactoredPendulum-v1": "envs.classic:FactoredPendulum",
     "Chain": "envs.toy:Chain",
     "PreorderedShortcut": "envs.toy:PreorderedShortcut",
     "TailBandit": "envs.toy:TailBandit",
