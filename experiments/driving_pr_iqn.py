@@ -277,7 +277,36 @@ def rebuild_tables(out: str | Path) -> dict[str, str]:
     return tables(cfg, evals)
 
 
+def carla_main(cfg: DrivingStudyConfig, opts, argv: list[str]) -> None:
+    """`--env carla` (experiments.carla): the study on CARLA servers, or `--eval-only`: each
+    method's trained checkpoint (simulator) scored on CARLA."""
+    from experiments import carla
+
+    def carla_env(cfg: DrivingStudyConfig, seed: int = 0):
+        return opts.env(cfg.seeds * cfg.agent.num_envs, reward="vector",
+                        action_type="discrete", obs_type="vector", max_vehicles=cfg.max_vehicles)
+
+    if not opts.eval_only:
+        global make_env
+        make_env = carla_env
+        return main(cfg, argv)
+    sim_env, sim_params = make_env(cfg)
+    env, params = carla_env(cfg)
+    horizon = max(cfg.agent.eval_max_steps, int(params.max_steps))
+    runs = {m: (lambda m=m: make_agent(method_config(cfg, m), sim_env, sim_params),
+                lambda m=m: make_agent(dataclasses.replace(method_config(cfg, m),
+                                                           eval_max_steps=horizon), env, params))
+            for m in cfg.methods}
+    carla.eval_only(STUDY, cfg.name, opts, cfg.seeds, runs, TABLE_METRICS)
+
+
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(cli(DrivingStudyConfig, PRESETS, default_preset="quick", args=args,
-             description=__doc__), args)
+    from experiments.carla import carla_args
+
+    carla_opts, args = carla_args(sys.argv[1:])
+    cfg = cli(DrivingStudyConfig, PRESETS, default_preset="quick", args=args,
+              description=__doc__)
+    if carla_opts is None:
+        main(cfg, args)
+    else:
+        carla_main(cfg, carla_opts, args)

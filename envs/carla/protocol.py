@@ -1,0 +1,220 @@
+"""CARLA servers behind the env protocol, so every agent trains / evaluates on them.
+
+    env = CarlaIn([("localhost", 2000), ("localhost", 2003)], reward="vector",
+                  action_type="discrete")
+    venv = mo_rl.batching.batched(env, 2)   # ONE ordered io_callback steps both servers
+
+* `batched(env, n)` (what every agent calls) returns a HostBatchedEnv whose
+  host side holds n CarlaEnvs, one per server (distinct ports, distinct
+  traffic-manager ports), auto-resetting on the host. Each env set (one per
+  `reset`, e.g. one per seed) takes its own n servers from the endpoint list,
+  since a CARLA server runs one world: seeds x num_envs servers are needed.
+* `env.reset` / `env.step` (single env, io_callback) drive one CarlaEnv on the
+  first endpoint: what `mo_rl.rollout.evaluate_policy` uses for held-out
+  episodes (the eval-only sim-to-CARLA check).
+* info["episode_metrics"] carries the simulator's metric names plus
+  "server_lost"; info["server_lost"] (num_envs,) marks the truncated step of
+  an episode whose server died (see envs.carla.env): its reward is zero and its
+  final observation is the last real one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import io_callback
+
+from envs.carla.env import CarlaEnv
+from envs.carla.server import PORT_STEP, TM_PORT
+from mo_rl.batching import HostBatchedEnv, seed_from_key
+from mo_rl.env import Env, StepResult
+
+Endpoint = tuple  # (host, port) or (host, port, tm_port)
+
+
+class CarlaParams(NamedTuple):
+    """Everything lives on the host; `max_steps` is the episode cap (the studies check
+    their evaluation horizon against it)."""
+
+    max_steps: jax.Array
+
+
+def endpoints(host: str, ports: str | int, num: int = 1) -> list[tuple[str, int, int]]:
+    """Endpoints from a CLI value: "2000,2003" (explicit) or 2000 with `num` servers
+    spaced PORT_STEP apart; traffic-manager ports TM_PORT + i."""
+    if isinstance(ports, str) and "," in ports:
+        plist = [int(p) for p in ports.split(",") if p.strip()]
+    else:
+        plist = [int(ports) + PORT_STEP * i for i in range(num)]
+    return [(host, p, TM_PORT + i) for i, p in enumerate(plist)]
+
+
+class CarlaIn(Env):
+    """See the module docstring; `carla_kw` go to every CarlaEnv (reward, action_type,
+    obs_type, episode_end, num_vehicles, num_walkers, town, routes, timeout, connect, ...)."""
+
+    is_host_env = True
+
+    def __init__(self, servers: list[Endpoint], **carla_kw: Any):
+        if not servers:
+            raise ValueError("CarlaIn needs at least one (host, port) endpoint")
+        self.servers = [tuple(s) if len(s) == 3 else (s[0], int(s[1]), TM_PORT + i)
+                        for i, s in enumerate(servers)]
+        self.kw = dict(carla_kw)
+        self.single = self.make_env(self.servers[0])
+        self.reward_spec = self.single.reward_spec
+        self.metric_names = self.single.metric_names
+        self.num_agents = None
+        self._free = list(range(len(self.servers)))
+        self._open: list[_Backend] = []
+        obs = self.single.observation_space
+        if not hasattr(obs, "shape") or obs.shape is None or isinstance(obs.shape, dict):
+            raise NotImplementedError(
+                "CarlaIn carries array observations only (obs_type='vector'); the BEV's "
+                "dict observation needs HostBatchedEnv to carry pytrees (use CarlaEnv, the "
+                "gymnasium env, for BEV on CARLA)")
+        self._obs = jax.ShapeDtypeStruct(obs.shape, obs.dtype)
+        act = self.single.action_space
+        self._act = jax.ShapeDtypeStruct(act.shape, np.dtype(act.dtype))
+
+    def make_env(self, ep: Endpoint) -> CarlaEnv:
+        host, port, tm = ep
+        return CarlaEnv(host=host, port=port, tm_port=tm, **self.kw)
+
+    @property
+    def name(self) -> str:
+        s = self.single
+        return f"Carla-{s.sim.reward}-{s.sim.action_type}-{s.sim.obs_type}"
+
+    @property
+    def default_params(self) -> CarlaParams:
+        return CarlaParams(max_steps=jnp.int32(self.single.max_steps))
+
+    def observation_space(self, params=None):
+        return self.single.sim.observation_space(None)
+
+    def action_space(self, params=None):
+        return self.single.sim.action_space(None)
+
+    # ---- single env (held-out episodes) -------------------------------------------------------
+    def _host_reset(self, seed):
+        return self.single.reset(seed=int(seed))[0].astype(self._obs.dtype)
+
+    def _host_step(self, action):
+        a = int(action) if self._act.shape == () else np.asarray(action)
+        obs, r, term, trunc, info = self.single.step(a)
+        m = np.array([info["episode_metrics"][k] for k in self.metric_names], np.float32)
+        return (obs.astype(self._obs.dtype), r, np.bool_(term), np.bool_(trunc), m,
+                np.bool_(info["server_lost"]))
+
+    def reset(self, key, params=None):
+        obs = io_callback(self._host_reset, self._obs, seed_from_key(key), ordered=True)
+        return obs, jnp.int32(0)
+
+    def step(self, key, state, action, params=None) -> StepResult:
+        k = len(self.reward_spec)
+        f, b = jax.ShapeDtypeStruct, np.bool_
+        shapes = (self._obs, f((k,), np.float32), f((), b), f((), b),
+                  f((len(self.metric_names),), np.float32), f((), b))
+        obs, r, term, trunc, m, lost = io_callback(
+            self._host_step, shapes, jnp.asarray(action, self._act.dtype), ordered=True)
+        info = {"episode_metrics": dict(zip(self.metric_names, m, strict=True)),
+                "server_lost": lost}
+        return StepResult(obs, state + 1, r, term, trunc, info)
+
+    # ---- batched: one env per server ----------------------------------------------------------
+    def make_batched(self, num_envs: int) -> HostBatchedEnv:
+        f = jax.ShapeDtypeStruct
+        extra = {f"episode_metrics/{k}": f((num_envs,), np.float32) for k in self.metric_names}
+        extra["server_lost"] = f((num_envs,), np.bool_)
+        return CarlaBatchedEnv(self, num_envs, lambda: _Backend(self, num_envs), extra)
+
+    def take(self, n: int, backend: _Backend) -> list[int]:
+        """n free servers for a new env set; sets of earlier runs (the runner never closes
+        them) give theirs back first, oldest first."""
+        while len(self._free) < n and self._open:
+            self._open[0].close(stolen=True)
+        if len(self._free) < n:
+            raise RuntimeError(
+                f"{self.name}: an env set of {n} envs needs {n} CARLA servers but only "
+                f"{len(self._free)} of the {len(self.servers)} endpoints are free (each seed "
+                "holds its own set: seeds x num_envs servers); pass more ports with "
+                "--carla-port 2000,2003,... or use fewer seeds / envs")
+        got, self._free = self._free[:n], self._free[n:]
+        self._open.append(backend)
+        return got
+
+    def give_back(self, backend: _Backend) -> None:
+        self._free = sorted(set(self._free) | set(backend.idx))
+        self._open = [b for b in self._open if b is not backend]
+
+    def close(self) -> None:
+        self.single.close()
+
+
+class CarlaBatchedEnv(HostBatchedEnv):
+    """HostBatchedEnv with the flat 'episode_metrics/<name>' extras grouped back into
+    info["episode_metrics"] (the key the agents read)."""
+
+    def step(self, keys, state, action, params=None) -> StepResult:
+        res = super().step(keys, state, action, params)
+        info = dict(res.info)
+        pre = "episode_metrics/"
+        info["episode_metrics"] = {k[len(pre):]: info.pop(k) for k in list(info)
+                                   if k.startswith(pre)}
+        return res._replace(info=info)
+
+
+class _Backend:
+    """n CarlaEnvs (one per server) stepped in turn, auto-resetting (mo_rl.batching)."""
+
+    def __init__(self, adapter: CarlaIn, n: int):
+        self.adapter = adapter
+        self.stolen = False
+        self.idx = adapter.take(n, self)
+        self.envs = [adapter.make_env(adapter.servers[i]) for i in self.idx]
+        self.names = adapter.metric_names
+
+    def reset(self, seeds: np.ndarray | None) -> np.ndarray:
+        return np.stack([e.reset(seed=None if seeds is None else int(s))[0]
+                         for e, s in zip(self.envs, seeds if seeds is not None
+                                         else [None] * len(self.envs), strict=True)])
+
+    def step(self, actions: np.ndarray):
+        if self.stolen:
+            raise RuntimeError(
+                "this env set's CARLA servers went to a newer env set (more seeds x num_envs "
+                "than servers); pass more --carla-port values or use fewer seeds / envs")
+        n = len(self.envs)
+        obs, final, rew, term, trunc, lost = [], [], [], np.zeros(n, bool), np.zeros(n, bool), \
+            np.zeros(n, bool)
+        metrics = np.zeros((len(self.names), n), np.float32)
+        for i, env in enumerate(self.envs):
+            a = actions[i]
+            o, r, term[i], trunc[i], info = env.step(int(a) if a.shape == () else a)
+            metrics[:, i] = [info["episode_metrics"][k] for k in self.names]
+            lost[i] = info["server_lost"]
+            final.append(o)
+            rew.append(r)
+            if term[i] or trunc[i]:
+                o, _ = env.reset()  # reconnects after a lost server
+            obs.append(o)
+        extra = {f"episode_metrics/{k}": metrics[j] for j, k in enumerate(self.names)}
+        extra["server_lost"] = lost
+        return np.stack(obs), np.stack(rew), term, trunc, np.stack(final), extra
+
+    def close(self, stolen: bool = False) -> None:
+        for e in self.envs:
+            e.close()
+        self.stolen = stolen
+        self.adapter.give_back(self)
+
+
+def make_carla(host: str = "localhost", port: str | int = 2000, num_servers: int = 1,
+               **carla_kw: Any) -> tuple[CarlaIn, CarlaParams]:
+    """Registry entry: envs.make("Carla", port="2000,2003", reward="carl", ...)."""
+    env = CarlaIn(endpoints(host, port, num_servers), **carla_kw)
+    return env, env.default_params
