@@ -78,6 +78,9 @@ class CarlMinibatchConfig:
     num_vehicles: int = 8
     max_vehicles: int = 8
     obs_type: str = "vector"  # "bev" for the raster (CNN torso); expensive on CPU
+    # envs.driving.ROAD_USERS (walkers, parked cars, stop signs) at their default density:
+    # on for every preset since issue 19; false is the world of the earlier tables
+    road_users: bool = True
     # held-out episodes: "leaderboard" = CARLA's leaderboard rules for both rewards;
     # "common" = the earlier shared rule set; "reward" = each reward's own training rules
     eval_rules: str = "leaderboard"
@@ -148,7 +151,8 @@ def make_env(cfg: CarlMinibatchConfig, reward: str, episode_end: str = "reward")
 
     return make_driving(cfg.env_preset, reward=reward, action_type="continuous",
                         obs_type=cfg.obs_type, max_vehicles=cfg.max_vehicles,
-                        num_vehicles=cfg.num_vehicles, episode_end=episode_end)
+                        num_vehicles=cfg.num_vehicles, episode_end=episode_end,
+                        road_users=cfg.road_users)
 
 
 def cells(cfg: CarlMinibatchConfig) -> list[tuple[str, int, int]]:
@@ -369,8 +373,10 @@ def tables(cfg: CarlMinibatchConfig, df: pd.DataFrame) -> dict[str, str]:
     if "update_epochs" not in df.columns:  # folders written before the control existed
         df = df.assign(update_epochs=cfg.agent.update_epochs)
     table = summary_table(df[df.phase == "eval"])
+    users = "walkers, parked cars and stop signs" if cfg.road_users else "no road users"
     title = (f"CaRL vs Roach reward across mini-batch sizes: PPO on envs.driving "
-             f"({cfg.env_preset}, {cfg.obs_type} obs, continuous Beta policy)")
+             f"({cfg.env_preset}, {cfg.num_vehicles} vehicles, {users}, {cfg.obs_type} obs, "
+             "continuous Beta policy)")
     return {"table.csv": table.to_csv(index=False), "table.md": markdown(table, cfg, title)}
 
 
