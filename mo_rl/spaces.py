@@ -61,4 +61,25 @@ class Box:
         return gymnasium.spaces.Box(low=low.copy(), high=high.copy(), dtype=np.dtype(self.dtype))
 
 
-Space = Discrete | Box
+
+@dataclass(frozen=True)
+class Dict:
+    """Named sub-spaces: an observation with several parts (e.g. a BEV raster and a
+    measurement vector) is a dict of arrays, a pytree the agents' torsos read leaf by leaf."""
+
+    spaces: dict
+
+    def sample(self, key: jax.Array) -> dict:
+        keys = jax.random.split(key, len(self.spaces))
+        return {k: s.sample(kk) for (k, s), kk in zip(self.spaces.items(), keys, strict=True)}
+
+    def contains(self, x: dict) -> jax.Array:
+        if set(x) != set(self.spaces):
+            return jnp.asarray(False)
+        return jnp.all(jnp.stack([jnp.asarray(s.contains(x[k])) for k, s in self.spaces.items()]))
+
+    def to_gymnasium(self) -> gymnasium.Space:
+        return gymnasium.spaces.Dict({k: s.to_gymnasium() for k, s in self.spaces.items()})
+
+
+Space = Discrete | Box | Dict

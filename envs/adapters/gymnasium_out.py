@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from mo_rl.env import Env
-from mo_rl.spaces import Box, Discrete
+from mo_rl.spaces import Box, Dict, Discrete
 
 
 class GymnasiumOut(gymnasium.Env):
@@ -73,6 +73,9 @@ class GymnasiumOut(gymnasium.Env):
         self._step_fn = jax.jit(step)
 
     def _host_obs(self, obs) -> Any:
+        if isinstance(self._obs, Dict):  # several named parts (e.g. the driving BEV)
+            return {k: np.asarray(obs[k], dtype=sp.dtype)
+                    for k, sp in self.observation_space.spaces.items()}
         obs = np.asarray(obs, dtype=self.observation_space.dtype)
         return obs[()] if isinstance(self._obs, Discrete) and obs.shape == () else obs
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from envs.driving import observe
 from envs.driving.env import DrivingEnv, DrivingParams, DrivingState, expert_policy
 from envs.driving.roadmap import load_carla_map, load_procedural_map
 from envs.driving.routes import carla_route_bank, random_routes, route_bank
@@ -40,8 +41,8 @@ PRESETS: dict[str, dict] = {
 # keep their world (0 walkers / parked cars and no stop signs reproduce it exactly)
 ROAD_USERS: dict = dict(num_walkers=8, num_obstacles=4, stop_signs=True)
 
-ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_res", "num_obs_vehicles",
-              "episode_end", "max_walkers", "max_obstacles")
+ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_ahead", "bev_behind",
+              "num_obs_vehicles", "episode_end", "max_walkers", "max_obstacles")
 
 
 def find_carla_file(name: str) -> Path | None:
@@ -117,4 +118,6 @@ def make_driving(preset: str = "quick", *, reward: str = "vector",
     cfg.setdefault("num_vehicles", min(16, max_vehicles))
     cfg["num_vehicles"] = min(cfg["num_vehicles"], max_vehicles)
     params = DrivingParams(map=m, routes=rb, **cfg)
+    if obs_type == "bev":  # the BEV's static map layers, once per map
+        params = params._replace(bev_map=observe.bev_map(m))
     return env, params

@@ -117,6 +117,9 @@ class DrivingParams(NamedTuple):
     num_walkers: Any = 0
     num_obstacles: Any = 0
     stop_signs: Any = False  # obey / count the map's stop signs (MapArrays.stop_pt)
+    # observe.bev_map(map): the BEV's static map layers, precomputed once per map
+    # (make_driving fills it for obs_type="bev"; None: computed in every observation)
+    bev_map: Any = None
     ped_cross_rate: Any = 0.1  # 1/s: a waiting walker starts crossing (if the gap is safe)
     ped_gap_s: Any = 4.0  # s: a walker waits while the ego is closer than this (+ 5 m)
     ped_sudden_share: Any = 0.25  # share of walkers stepping out in front of the ego
@@ -195,7 +198,8 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
                  obs_type: str = "vector", max_vehicles: int = 16,
                  discrete_speeds: tuple[float, ...] = (0.0, 0.5, 1.0, 1.25),
                  discrete_offsets: tuple[float, ...] = (-1.5, 0.0, 1.5),
-                 bev_size: int = 64, bev_res: float = 0.5, num_obs_vehicles: int = 8,
+                 bev_size: int = 64, bev_ahead: float = observe.CARL_AHEAD,
+                 bev_behind: float = observe.CARL_BEHIND, num_obs_vehicles: int = 8,
                  episode_end: str = "reward", max_walkers: int = 0, max_obstacles: int = 0):
         if reward not in ("vector", "carl", "roach"):
             raise ValueError(f"reward must be 'vector', 'carl' or 'roach', got {reward!r}")
@@ -214,8 +218,10 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         self.max_obstacles = int(max_obstacles)
         self.discrete_speeds = tuple(discrete_speeds)
         self.discrete_offsets = tuple(discrete_offsets)
+        # BEV field of view in metres (CaRL's 78 m ahead / 50 m behind by default)
+        self.bev_view = observe.BevView(bev_size, float(bev_ahead), float(bev_behind)).check()
         self.bev_size = bev_size
-        self.bev_res = bev_res
+        self.bev_res = self.bev_view.res  # metres per pixel
         self.num_obs_vehicles = num_obs_vehicles
         if reward == "vector":
             self.reward_spec = RewardSpec(
@@ -248,7 +254,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         if self.obs_type == "vector":
             return Box(-observe.VEC_CLIP, observe.VEC_CLIP,
                        (observe.vector_size(self.num_obs_vehicles),))
-        return Box(0, 255, (self.bev_size, self.bev_size, observe.BEV_CHANNELS), jnp.uint8)
+        return observe.bev_space(self.bev_view)
 
     # ------------------------------------------------------------------ reset
     observes_state = True
@@ -553,12 +559,13 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         return dict(hist=hist, hist_n=jnp.minimum(state.hist_n + 1, rewards.HISTORY),
                     last_xy=ego_xy, last_vel=vel)
 
-    def observe(self, state: DrivingState, params: DrivingParams) -> jax.Array:
+    def observe(self, state: DrivingState, params: DrivingParams) -> jax.Array | dict:
+        """Vector features, or {"bev": raster, "measurements": CaRL's 8} (observe.py)."""
         if self.obs_type == "vector":
             return observe.vector_obs(state, params, self.num_obs_vehicles,
                                       self.lights(state, params))
-        return observe.bev_obs(state, params, self.bev_size, self.bev_res,
-                               self.lights(state, params))
+        return observe.bev_with_measurements(state, params, self.bev_view,
+                                             self.lights(state, params))
 
 
 ROUTE_WINDOW = 12

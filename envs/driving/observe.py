@@ -1,4 +1,4 @@
-"""Observations: ego-centric vector features and a BEV raster, both jittable.
+"""Observations: ego-centric vector features, and a BEV raster with measurements, jittable.
 
 Vector (float32, length 8 + 20 + 5 + 7 K + 2):
   ego   [v/10, steer/max_steer, accel/max_accel, limit/10, route lateral/2,
@@ -10,25 +10,54 @@ Vector (float32, length 8 + 20 + 5 + 7 K + 2):
          cos / sin of the relative heading, valid flag (zeros when absent)
   time  [remaining route fraction, step / max_steps]
 
-BEV (uint8, S x S x 5, ego at the centre column, 3/4 down, heading up, res m/px):
-  0 road (drivable raster), 1 route (next ~60 m), 2 lane boundaries,
-  3 vehicles (value 100 + 155 * min(v / 15, 1)), 4 stop lines of lights
-  (255 red, 160 yellow, 80 green).
-Map channels are one world look-up per pixel in the map rasters; route
-points and vehicles are composited in small windows around each object
-(`_splat`), so the cost is O(S^2 + 30 * 49 + N * 225) per env at 0.5 m/px.
+BEV (CaRL's observation, autonomousvision/CaRL CARLA/team_code): a dict
+  "bev"          uint8 (S, S, 8), heading up, the ego at the centre column and
+                 `ahead` metres below the top row (BevView); channels BEV_CHANNELS in
+                 CaRL's order (birds_eye_view/bev_observation.py, get_observation:
+                 final_masks[0..8] = road, route, lane markings, vehicles, walkers,
+                 traffic lights, stop signs, speed signs, static) without the speed
+                 signs and shoulders, which this map has not:
+    0 road        255 on the drivable raster
+    1 route       255 on a 3 m wide band along the next `ahead` metres of the route
+                  (CaRL: route_width 6 px at 2 px/m)
+    2 lane        255 within half a pixel of a lane boundary outside junctions
+                  (CaRL: lane_marking_all; solid / broken is not told apart)
+    3 vehicles    background vehicles' boxes, 100 + 155 min(v / 15 m/s, 1)
+    4 walkers     walkers' boxes (at least 1.6 m square: CaRL's min_ext_bounding_box
+                  0.8 m), valued by speed like vehicles
+    5 lights      stop lines of lights: red 255, yellow 170, green 80 (CaRL: factors 1.0,
+                  0.67, 0.315 of 255)
+    6 stop signs  255 on stop-sign stop lines (when params.stop_signs)
+    7 static      255 on parked cars / static obstacles
+  "measurements" float32 (8,): CaRL's eight (env_agent.py, preprocess_observation:
+                 steer, throttle, brake, gear, ego velocity x / y, forward speed,
+                 speed limit), in its units: controls in [-1, 1] / [0, 1], m/s.
+
+CaRL's view is 256 x 256 px at 2 px/m with the ego 100 px above the bottom edge
+(train script flags --bev_semantics_width 256 --pixels_ev_to_bottom 100
+--pixels_per_meter 2): 78 m ahead, 50 m behind, 64 m to each side. BevView takes
+the same field of view in metres at any pixel count (default 64 px = 2 m/px).
+
+Speed: the static map layers (road, lane boundaries, stop-line positions) are
+precomputed once per map into one int32 raster (`bev_map`), so a pixel costs one
+gather of that raster plus one of a per-env light-colour table; objects (vehicles,
+walkers, parked cars, route segments) are oriented boxes max-composited in one
+scatter over a small window around each (`_splat_boxes`).
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from envs.driving import sim
-from envs.driving.roadmap import COS, JUNC, LIGHT, S_IN, SIN, WIDTH, X, Y
+from envs.driving.roadmap import COS, JUNC, LANE, LIGHT, S_IN, SIN, WIDTH, X, Y
+from mo_rl.spaces import Box, Dict
 
-BEV_CHANNELS = 5
 VEC_CLIP = 10.0  # vector features are clipped to [-VEC_CLIP, VEC_CLIP]
 NUM_ROUTE_OBS = 10
 ROUTE_STEP = 4
@@ -84,75 +113,269 @@ def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
     return jnp.clip(out, -VEC_CLIP, VEC_CLIP).astype(jnp.float32)
 
 
-def _pixel_world(i: jax.Array, j: jax.Array, size: int, res: float, ego: jax.Array,
-                 c: jax.Array, s: jax.Array) -> jax.Array:
-    """World (x, y) of the centres of BEV pixels (row i, column j): row 0 = far ahead,
-    the ego at row 3/4 * size, heading up; columns to the right = negative lateral."""
-    lon = (0.75 * size - (i + 0.5)) * res
-    lat = -(((j + 0.5) - 0.5 * size) * res)
-    return jnp.stack([ego[0] + lon * c - lat * s, ego[1] + lon * s + lat * c], -1)
+
+# ----------------------------------------------------------------------------- BEV
+BEV_CHANNELS = ("road", "route", "lane", "vehicles", "walkers", "lights", "stop_signs", "static")
+MEASUREMENTS = ("steer", "throttle", "brake", "gear", "vel_x", "vel_y", "speed", "speed_limit")
+CARL_AHEAD, CARL_BEHIND = 78.0, 50.0  # metres: 156 / 100 px at 2 px/m (module docstring)
+ROUTE_HALF_WIDTH = 1.5  # m: CaRL's route_width = 6 px at 2 px/m
+MIN_HALF_EXTENT = 0.8  # m: CaRL's min_ext_bounding_box (walkers are drawn at least this big)
+WALKER_HALF = (MIN_HALF_EXTENT, MIN_HALF_EXTENT)
+CAR_HALF = (0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID)
+STOP_LINE_M = 1.5  # m: stop lines are this deep (CaRL: red_light_thickness 3 px at 2 px/m)
+LIGHT_VALUES = (80, 170, 255)  # green, yellow, red: CaRL's 0.315, 0.67, 1.0 x 255
+_BQ, _SQ = 0.05, 0.1  # m per unit of the packed boundary distance / stop-line arc length
 
 
-def _splat(img: jax.Array, centres: jax.Array, half: int, size: int, res: float,
-           ego: jax.Array, c: jax.Array, s: jax.Array, value_fn) -> jax.Array:
-    """Max-composite small objects into img (S, S): each object tests only the
-    (2 half + 1)^2 pixels around its centre, `value_fn(k, world_xy (W, 2)) -> (W,)`.
+class BevView(NamedTuple):
+    """Static BEV geometry: `size` x `size` square pixels covering `ahead` metres in front
+    of the ego centre and `behind` metres behind it, so (ahead + behind) / 2 to each side."""
 
-    Equal to testing every pixel against every object when the window covers the
-    object; O(objects * window) instead of O(S^2 * objects).
+    size: int = 64
+    ahead: float = CARL_AHEAD
+    behind: float = CARL_BEHIND
+
+    @property
+    def res(self) -> float:
+        """Metres per pixel."""
+        return (self.ahead + self.behind) / self.size
+
+    @property
+    def ego_row(self) -> float:
+        """Distance of the ego centre from the top edge, in pixels."""
+        return self.size * self.ahead / (self.ahead + self.behind)
+
+    def check(self) -> BevView:
+        if int(self.size) != self.size or self.size < 8:
+            raise ValueError(f"bev_size must be an integer >= 8, got {self.size!r}")
+        if not (self.ahead > 0 and self.behind >= 0):
+            raise ValueError(f"bev_ahead must be > 0 and bev_behind >= 0 (metres), got "
+                             f"{self.ahead!r}, {self.behind!r}")
+        return self
+
+
+def bev_map(m) -> jax.Array:
+    """The static map layers of the BEV on the map's raster cells (same (W, H) as
+    m.grid_code), packed in one int32 per cell so a BEV pixel costs one gather:
+
+      bit 0       drivable
+      bits 1-7    distance from the cell centre to the nearest lane boundary in 0.05 m
+                  (127: in a junction, off the road, or >= 6.35 m)
+      bits 8-15   arc length from the start of the cell's lane in 0.1 m (255: >= 25.5 m)
+      bits 16-30  stop line at that lane's start: 0 none, 1 stop sign, 2 + light id
+
+    Stop lines of lights and of stop signs are both the start of the junction connector
+    they control (roadmap: lane_light, MapArrays.stop_pt). Computed once per map
+    (make_driving stores it in DrivingParams.bev_map); it does not depend on the view.
     """
-    rel = sim.to_frame_cs(centres - ego, c, s)  # (n, 2) lon, lat
-    i0 = jnp.round(0.75 * size - rel[:, 0] / res - 0.5).astype(jnp.int32)
-    j0 = jnp.round(0.5 * size - rel[:, 1] / res - 0.5).astype(jnp.int32)
-    d = jnp.arange(-half, half + 1)
-    di, dj = (x.ravel() for x in jnp.meshgrid(d, d, indexing="ij"))
-    i = i0[:, None] + di  # (n, W)
+    code = jnp.asarray(m.grid_code)
+    w, h = code.shape
+    near, drivable = code >> 1, (code & 1) > 0
+    cx = m.grid_origin[0] + (jnp.arange(w)[:, None] + 0.5) * m.grid_res
+    cy = m.grid_origin[1] + (jnp.arange(h)[None, :] + 0.5) * m.grid_res
+    row = m.pt_tab[near]
+    dx, dy = cx - row[..., X], cy - row[..., Y]
+    lon = dx * row[..., COS] + dy * row[..., SIN]
+    lat = -dx * row[..., SIN] + dy * row[..., COS]
+    bq = jnp.clip(jnp.round(jnp.abs(jnp.abs(lat) - 0.5 * row[..., WIDTH]) / _BQ), 0, 127)
+    bq = jnp.where(drivable & (row[..., JUNC] < 0), bq, 127).astype(jnp.int32)
+    s = row[..., S_IN] + lon
+    sq = jnp.where(s < 0, 255, jnp.clip(jnp.round(s / _SQ), 0, 255)).astype(jnp.int32)
+    nl = m.lane_start.shape[0]
+    stop_lane = jnp.where(m.stop_pt >= 0, m.pt_lane[jnp.maximum(m.stop_pt, 0)], nl)
+    is_stop = jnp.zeros(nl, bool).at[stop_lane].set(True, mode="drop")
+    light = row[..., LIGHT].astype(jnp.int32)
+    lane = row[..., LANE].astype(jnp.int32)
+    line = jnp.where(light >= 0, light + 2, jnp.where(is_stop[lane], 1, 0))
+    line = jnp.where(drivable, line, 0)
+    return drivable.astype(jnp.int32) | (bq << 1) | (sq << 8) | (line << 16)
+
+
+def _box_window(view: BevView, rel: jax.Array, rc: jax.Array, rs: jax.Array, hl, hw,
+                radius: float, value: jax.Array, ok: jax.Array, chan: int, nchan: int):
+    """Flat indices into an (nchan, S, S) image and values of the pixels whose centres lie
+    in oriented boxes: centres `rel` (n, 2) (lon, lat in the ego frame), heading (rc, rs)
+    relative to the ego, half extents (hl, hw) (scalars or (n,)), `radius` >= the box's
+    half diagonal. Only a (2 r + 1)^2 window around each centre is tested,
+    r = floor(radius / res + 0.5); the centre's own pixel is always drawn, so objects
+    smaller than a pixel stay visible. Rejected pixels get an out-of-range index."""
+    size, res = view.size, view.res
+    reach = math.floor(radius / res + 0.5)
+    ic = view.ego_row - rel[:, 0] / res - 0.5  # continuous row / column of the centre
+    jc = 0.5 * size - rel[:, 1] / res - 0.5
+    i0 = jnp.floor(ic + 0.5).astype(jnp.int32)  # the pixel that contains the centre
+    j0 = jnp.floor(jc + 0.5).astype(jnp.int32)
+    d = np.arange(-reach, reach + 1)
+    di, dj = (x.ravel() for x in np.meshgrid(d, d, indexing="ij"))
+    i = i0[:, None] + di  # (n, window)
     j = j0[:, None] + dj
-    world = _pixel_world(i, j, size, res, ego, c, s)  # (n, W, 2)
-    vals = jax.vmap(value_fn)(jnp.arange(centres.shape[0]), world)
-    inside = (i >= 0) & (i < size) & (j >= 0) & (j < size)
-    i = jnp.where(inside, i, size)  # out of range: dropped (negative indices would wrap)
-    return img.at[i, j].max(vals, mode="drop")
+    dlon = (ic[:, None] - i) * res  # pixel centre - object centre, ego frame
+    dlat = (jc[:, None] - j) * res
+    rc, rs = rc[:, None], rs[:, None]
+    u = dlon * rc + dlat * rs
+    v = dlat * rc - dlon * rs
+    hl = jnp.asarray(hl)[..., None] if jnp.ndim(hl) else hl
+    hw = jnp.asarray(hw)[..., None] if jnp.ndim(hw) else hw
+    inside = ((jnp.abs(u) <= hl) & (jnp.abs(v) <= hw)) | ((di == 0) & (dj == 0))
+    keep = inside & ok[:, None] & (i >= 0) & (i < size) & (j >= 0) & (j < size)
+    idx = jnp.where(keep, (chan * size + i) * size + j, nchan * size * size)
+    return idx.ravel(), jnp.broadcast_to(value[:, None], idx.shape).ravel()
 
 
-def bev_obs(state, params, size: int, res: float, lights: jax.Array) -> jax.Array:
+def speed_value(v: jax.Array) -> jax.Array:
+    """uint8 pixel value of a moving object: 100 + 155 min(v / 15 m/s, 1)."""
+    return (100.0 + 155.0 * jnp.minimum(jnp.maximum(v, 0.0) / 15.0, 1.0)).astype(jnp.uint8)
+
+
+def _ego_frame(xy: jax.Array, cs: jax.Array, ego: jax.Array, c: jax.Array, s: jax.Array):
+    """Centres (n, 2) and headings (cos, sin) (n, 2) -> ego-frame centres, relative cos, sin."""
+    rel = sim.to_frame_cs(xy - ego, c, s)
+    return rel, cs[:, 0] * c + cs[:, 1] * s, cs[:, 1] * c - cs[:, 0] * s
+
+
+def _light_words(lights: jax.Array) -> jax.Array:
+    """Light states packed 2 bits each (0 none, 1 green, 2 yellow, 3 red), 16 per uint32:
+    a pixel finds its light's colour with shifts and a few selects instead of a gather from
+    a per-env table (that gather ran ~5x slower than the map look-up on the CPU)."""
+    nl = lights.shape[0]
+    nw = -(-nl // 16)
+    st = jnp.clip(lights, 0, 2).astype(jnp.uint32) + 1
+    st = jnp.pad(st, (0, 16 * nw - nl)).reshape(nw, 16)
+    return jnp.sum(st << (2 * jnp.arange(16, dtype=jnp.uint32)), axis=1, dtype=jnp.uint32)
+
+
+def _map_layers(state, params, view: BevView, bm: jax.Array, lights: jax.Array) -> jax.Array:
+    """uint32 (S, S): the road, lane, lights and stop-sign channels as its four bytes."""
+    m, size, res = params.map, view.size, view.res
+    c, s = jnp.cos(state.yaw), jnp.sin(state.yaw)
+    pix = np.arange(size) + 0.5
+    lon = jnp.asarray((view.ego_row - pix) * res, jnp.float32)  # per row
+    lat = jnp.asarray((0.5 * size - pix) * res, jnp.float32)  # per column
+    inv = 1.0 / m.grid_res
+    gx = ((state.x - m.grid_origin[0]) * inv + (lon * c * inv)[:, None]
+          - (lat * s * inv)[None, :])
+    gy = ((state.y - m.grid_origin[1]) * inv + (lon * s * inv)[:, None]
+          + (lat * c * inv)[None, :])
+    ix, iy = jnp.floor(gx).astype(jnp.int32), jnp.floor(gy).astype(jnp.int32)
+    w, h = bm.shape
+    inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+    code = jnp.where(inside, bm.reshape(-1)[jnp.where(inside, ix * h + iy, 0)], 0)
+    u32 = jnp.uint32
+    road = (code & 1).astype(u32) * 255
+    lane = jnp.where(((code >> 1) & 127) < round(max(0.5 * res, 0.25) / _BQ), 255, 0)
+    on_line = ((code >> 8) & 255) < round(max(STOP_LINE_M, res) / _SQ)
+    line = code >> 16
+    words = _light_words(lights)
+    lid = jnp.maximum(line - 2, 0).astype(u32)
+    word = words[0]
+    for k in range(1, words.shape[0]):
+        word = jnp.where((lid >> 4) == k, words[k], word)
+    state2 = (word >> (2 * (lid & 15))) & 3
+    colour = jnp.asarray((0,) + LIGHT_VALUES, u32)
+    light = jnp.where(on_line & (line >= 2), jnp.where(state2 == 3, colour[3], jnp.where(
+        state2 == 2, colour[2], colour[1])), 0)
+    stop = jnp.where(on_line & (line == 1) & params.stop_signs, 255, 0)
+    return road | (lane.astype(u32) << 8) | (light.astype(u32) << 16) | (stop.astype(u32) << 24)
+
+
+def _object_layers(state, params, view: BevView) -> jax.Array:
+    """uint8 (4, S, S): route, vehicles, walkers and static objects (oriented boxes),
+    max-composited in one scatter."""
     m, rb = params.map, params.routes
+    size, res = view.size, view.res
     ego = jnp.stack([state.x, state.y])
     c, s = jnp.cos(state.yaw), jnp.sin(state.yaw)
-    pix = jnp.arange(size)
-    wxy = _pixel_world(pix[:, None], pix[None, :], size, res, ego, c, s)  # (S, S, 2)
-    near, drivable = sim.grid_lookup(m, wxy)
-    road = drivable
-    # lane boundaries: |lateral offset to the nearest centreline| close to half the width
-    row = m.pt_tab[near]  # (S, S, columns)
-    off = sim.to_frame_cs(wxy - row[..., X:Y + 1], row[..., COS], row[..., SIN])[..., 1]
-    half = 0.5 * row[..., WIDTH]
-    marking = drivable & (jnp.abs(jnp.abs(off) - half) < 0.6 * res + 0.1)
-    # route: pixels within 1 m of the next 60 route points (every 2nd)
-    r = state.route
-    ridx = jnp.minimum(state.prog + jnp.arange(0, 60, 2), rb.num[r] - 1)
-    rpts = rb.xy[r, ridx]
-    zeros = jnp.zeros((size, size), jnp.float32)
-    route = _splat(zeros, rpts, int(np.ceil(1.0 / res)) + 1, size, res, ego, c, s,
-                   lambda k, w: jnp.where(jnp.sum((w - rpts[k]) ** 2, -1) < 1.0, 255.0, 0.0))
-    # vehicles: pixel centres inside the box, valued by speed
+    parts = []
     vxy, vcs = sim.veh_pose(m, state.veh_pt, state.veh_u)
-    box_half = jnp.array([0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID])
-    speed_val = jnp.where(state.veh_active,
-                          100.0 + 155.0 * jnp.minimum(state.veh_v / 15.0, 1.0), 0.0)
+    rel, rc, rs = _ego_frame(vxy, vcs, ego, c, s)
+    parts.append(_box_window(view, rel, rc, rs, *CAR_HALF, float(np.hypot(*CAR_HALF)),
+                             speed_value(state.veh_v), state.veh_active, 1, 4))
+    if state.ped_xy.shape[0]:
+        pcs = jnp.stack([jnp.cos(state.ped_yaw), jnp.sin(state.ped_yaw)], -1)
+        rel, rc, rs = _ego_frame(state.ped_xy, pcs, ego, c, s)
+        parts.append(_box_window(view, rel, rc, rs, *WALKER_HALF,
+                                 float(np.hypot(*WALKER_HALF)), speed_value(state.ped_v),
+                                 state.ped_active, 2, 4))
+    if state.obst_xy.shape[0]:
+        ocs = jnp.stack([jnp.cos(state.obst_yaw), jnp.sin(state.obst_yaw)], -1)
+        rel, rc, rs = _ego_frame(state.obst_xy, ocs, ego, c, s)
+        full = jnp.full(state.obst_active.shape, 255, jnp.uint8)
+        parts.append(_box_window(view, rel, rc, rs, *CAR_HALF, float(np.hypot(*CAR_HALF)),
+                                 full, state.obst_active, 3, 4))
+    # route: the next `ahead` metres as boxes between route points ~max(2 m, 2 px) apart
+    stride = max(1, round(max(2.0, 2.0 * res)))  # route points are ~1 m apart
+    nseg = math.ceil(view.ahead / stride) + 1
+    r = state.route
+    ridx = jnp.minimum(state.prog + stride * jnp.arange(nseg + 1), rb.num[r] - 1)
+    pts = rb.xy[r, ridx]
+    seg = pts[1:] - pts[:-1]
+    seg_len = jnp.linalg.norm(seg, axis=-1)
+    seg_cs = seg / jnp.maximum(seg_len, 1e-3)[:, None]
+    rel, rc, rs = _ego_frame(0.5 * (pts[1:] + pts[:-1]), seg_cs, ego, c, s)
+    max_half = 0.75 * stride + 0.25  # route points are at most ~1.5 m apart
+    parts.append(_box_window(view, rel, rc, rs, jnp.minimum(0.5 * seg_len + 0.25, max_half),
+                             ROUTE_HALF_WIDTH, float(np.hypot(max_half, ROUTE_HALF_WIDTH)),
+                             jnp.full(seg_len.shape, 255, jnp.uint8), seg_len > 1e-3, 0, 4))
+    idx = jnp.concatenate([p[0] for p in parts])
+    val = jnp.concatenate([p[1] for p in parts])
+    obj = jnp.zeros(4 * size * size, jnp.uint8).at[idx].max(val, mode="drop")
+    return obj.reshape(4, size, size)
 
-    def vehicle(k, w):
-        rel = sim.to_frame_cs(w - vxy[k], vcs[k, 0], vcs[k, 1])
-        return jnp.where(jnp.all(jnp.abs(rel) < box_half, -1), speed_val[k], 0.0)
 
-    reach = int(np.ceil(np.hypot(0.5 * sim.VEH_LEN, 0.5 * sim.VEH_WID) / res)) + 1
-    veh = _splat(zeros, vxy, reach, size, res, ego, c, s, vehicle)
-    # stop lines: the first 1.5 m of light-controlled connectors
-    lid = row[..., LIGHT].astype(jnp.int32)
-    s_in = row[..., S_IN]
-    on_line = drivable & (lid >= 0) & (s_in < 1.5)
-    ls = lights[jnp.maximum(lid, 0)]
-    light_val = jnp.where(ls == sim.RED, 255, jnp.where(ls == sim.YELLOW, 160, 80))
-    lights_ch = jnp.where(on_line, light_val, 0)
-    img = jnp.stack([road * 255, route, marking * 255, veh, lights_ch], -1)
-    return img.astype(jnp.uint8)
+def _materialised(f, opaque_one: jax.Array):
+    """f() run as the body of a one-trip while loop (CPU only).
+
+    XLA's CPU fusion pulls the map look-up (a gather) into every consumer that
+    reshapes its result (the channel interleave below) and then runs it ~5x slower
+    (measured 8-14 ms instead of 2-3 ms per 256 x 64 x 64 pixels); a loop carry is
+    always materialised, so the layers are computed once, in their own kernels.
+    `opaque_one` is 1 at run time but unknown to the compiler (else it removes the loop).
+    """
+    if jax.default_backend() != "cpu":
+        return f()
+    out = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(f))
+    return jax.lax.while_loop(lambda c: c[0] < opaque_one, lambda c: (c[0] + 1, f()),
+                              (jnp.zeros((), jnp.int32), out))[1]
+
+
+def bev_obs(state, params, view: BevView, lights: jax.Array) -> jax.Array:
+    """uint8 (S, S, len(BEV_CHANNELS)) raster, see the module docstring."""
+    bm = getattr(params, "bev_map", None)
+    bm = bev_map(params.map) if bm is None else bm
+    words, obj = _materialised(
+        lambda: (_map_layers(state, params, view, bm, lights),
+                 _object_layers(state, params, view)),
+        1 + (state.t < 0).astype(jnp.int32))
+    b = jax.lax.bitcast_convert_type(words, jnp.uint8)  # road, lane, lights, stop signs
+    o = jnp.moveaxis(obj, 0, -1)  # route, vehicles, walkers, static
+    return jnp.concatenate([b[..., 0:1], o[..., 0:1], b[..., 1:2], o[..., 1:3], b[..., 2:4],
+                            o[..., 3:4]], -1)
+
+
+def measurements(state, params) -> jax.Array:
+    """CaRL's eight measurements (module docstring). Throttle and brake come from the
+    applied acceleration (the state keeps no command); the bicycle model has one forward
+    gear (gear = 1); the velocity is the centre's, at the slip angle of the steer; the
+    lateral component is positive to the left (sim.py's convention)."""
+    beta = jnp.arctan(0.5 * jnp.tan(state.steer))
+    vx, vy = state.v * jnp.cos(beta), state.v * jnp.sin(beta)
+    limit = params.map.pt_speed[params.routes.pt[state.route, state.prog]]
+    return jnp.stack([state.steer / params.max_steer,
+                      jnp.clip(state.accel / params.max_accel, 0.0, 1.0),
+                      jnp.clip(-state.accel / params.max_brake, 0.0, 1.0),
+                      jnp.ones_like(vx), vx, vy, vx, limit]).astype(jnp.float32)
+
+
+def bev_with_measurements(state, params, view: BevView, lights: jax.Array) -> dict:
+    """The BEV observation: {"bev": uint8 (S, S, C), "measurements": float32 (8,)}."""
+    return {"bev": bev_obs(state, params, view, lights),
+            "measurements": measurements(state, params)}
+
+
+def bev_space(view: BevView) -> Dict:
+    """The space of bev_with_measurements' output."""
+    v = 100.0  # m/s: bounds the speeds (gymnasium's checker warns on infinite ones)
+    return Dict({"bev": Box(0, 255, (view.size, view.size, len(BEV_CHANNELS)), jnp.uint8),
+                 "measurements": Box(np.array([-1, 0, 0, 0, -v, -v, -v, 0], np.float32),
+                                     np.array([1, 1, 1, 1, v, v, v, v], np.float32),
+                                     (len(MEASUREMENTS),))})
