@@ -1,0 +1,77 @@
+"""CarlaIn (fake servers): several servers stepped by ONE callback through
+mo_rl.batching, a server lost in one env of the set, held-out episodes through the
+single-env protocol, endpoint lists and the server budget."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mo_rl  # noqa: F401  (XLA flags first)
+from envs.carla.protocol import CarlaIn, endpoints
+from mo_rl.batching import batched
+from mo_rl.rollout import evaluate_policy
+from tests.envs.carla.fakes import ROUTES, TOWN01, FakeServer
+
+pytestmark = pytest.mark.skipif(TOWN01 is None or ROUTES is None,
+                                reason="Town01.xodr / routes_town01.xml not found")
+GO = 2 * 3 + 1  # meta-action: the speed limit, no lateral offset
+
+
+def _env(server, n=2, **kw):
+    return CarlaIn(endpoints("localhost", 2000, n), connect=server, action_type="discrete",
+                   max_vehicles=4, episode_end="leaderboard", max_steps=30, **kw)
+
+
+def test_endpoints_from_cli_values():
+    assert endpoints("h", 2000, 3) == [("h", 2000, 8000), ("h", 2003, 8001), ("h", 2006, 8002)]
+    assert endpoints("h", "2000,2010") == [("h", 2000, 8000), ("h", 2010, 8001)]
+
+
+def test_two_servers_one_callback_with_a_lost_server_and_auto_reset():
+    server = FakeServer(die_at=10)  # the first session opened (env 0) dies at tick 10
+    env = _env(server)
+    venv = batched(env, 2)
+    keys = jax.random.split(jax.random.key(0), 2)
+    _, state = jax.jit(venv.reset)(keys)
+    step = jax.jit(venv.step)
+    act = jnp.full((2,), GO, jnp.int32)
+    lost, done = [], []
+    for _ in range(32):
+        res = step(keys, state, act, None)
+        state = res.state
+        lost.append(np.asarray(res.info["server_lost"]))
+        done.append(np.asarray(res.terminated | res.truncated))
+        assert set(res.info["episode_metrics"]) == set(env.metric_names)
+        if lost[-1][0]:
+            np.testing.assert_array_equal(np.asarray(res.reward[0]), 0.0)
+            assert bool(res.truncated[0]) and not bool(res.terminated[0])
+            assert float(res.info["episode_metrics"]["server_lost"][0]) == 1.0
+    lost, done = np.array(lost), np.array(done)
+    assert lost[:, 0].sum() == 1 and np.argmax(lost[:, 0]) == 9  # the 10th step, once
+    assert not lost[:, 1].any()
+    assert done[29, 1]  # env 1 ends at the 30-step cap and auto-resets
+    assert len(server.sessions) == 3  # env 0 reconnected after its loss
+    venv.close()
+
+
+def test_env_sets_need_their_own_servers():
+    env = _env(FakeServer(), n=2)
+    venv = batched(env, 2)
+    keys = jax.random.split(jax.random.key(0), 2)
+    venv.reset(keys)
+    other = batched(env, 3)  # 3 envs, 2 servers
+    with pytest.raises(Exception, match="needs 3 CARLA servers"):
+        jax.block_until_ready(other.reset(jax.random.split(jax.random.key(1), 3)))
+
+
+def test_held_out_episodes_through_the_single_env_protocol():
+    env = _env(FakeServer(), n=1)
+    ev = evaluate_policy(env, env.default_params, lambda obs, k: jnp.int32(GO),
+                         jax.random.key(0), num_episodes=2, max_steps=40)
+    assert np.asarray(ev["finished"]).all()  # the 30-step cap ends both
+    np.testing.assert_array_equal(np.asarray(ev["lengths"]), [30, 30])
+    m = {k: float(v) for k, v in ev["episode_metrics"].items()}
+    assert m["timeout"] == 1.0 and m["server_lost"] == 0.0 and m["route_completion"] > 0
