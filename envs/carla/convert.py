@@ -15,9 +15,10 @@ Conversions (what is exact and what is not):
   (`veh_pt`, `veh_u`), so in the OBSERVATION a CARLA vehicle is drawn on its
   nearest lane point with a compatible heading: off by its lateral offset
   from the centreline, with the lane's heading instead of its own.
-* vehicle slots are stable per actor id within an episode (the leaderboard's
-  same-actor collision filter needs it); actors beyond `max_vehicles` slots
-  are ignored (counted in `WorldConverter.dropped`).
+* the `max_vehicles` (`max_walkers`) actors nearest to the ego get slots, stable
+  per actor id while they stay among the nearest (the leaderboard's same-actor
+  collision filter needs it); farther ones are left out of the state (counted
+  in `WorldConverter.dropped`; a collision with one still counts).
 * walkers: world poses as is (ped_xy / ped_yaw / ped_v); their place on the
   route (ped_ri, ped_q, ped_dir) is computed from the pose.
 * lights: each CARLA traffic light's stop waypoints are matched to the map
@@ -139,22 +140,22 @@ class WorldConverter:
         u = d[:, 0] * np.cos(self.pt_yaw[pick]) + d[:, 1] * np.sin(self.pt_yaw[pick])
         return pick.astype(np.int32), np.clip(u, 0.0, self.seg[pick]).astype(np.float32)
 
-    def _slot_of(self, table: dict[int, int], actor_id: int, capacity: int) -> int:
-        if actor_id not in table:
-            if len(table) >= capacity:
-                return -1
-            table[actor_id] = len(table)
-        return table[actor_id]
-
-    def _slotted(self, actors, table, capacity) -> list[tuple[int, ActorState]]:
-        out = []
-        for a in sorted(actors, key=lambda a: a.id):
-            s = self._slot_of(table, a.id, capacity)
-            if s < 0:
-                self.dropped += 1
-                continue
-            out.append((s, a))
-        return out
+    def _slotted(self, actors, table: dict[int, int], capacity: int,
+                 ego: ActorState) -> list[tuple[int, ActorState]]:
+        """(slot, actor) of the `capacity` actors nearest to the ego. An actor keeps its
+        slot while it stays among them (the same-actor collision filter needs stable
+        indices); newcomers take the slots that were freed. Updates `table` in place."""
+        near = sorted(actors, key=lambda a: (np.hypot(a.x - ego.x, a.y - ego.y), a.id))
+        keep, rest = near[:capacity], near[capacity:]
+        self.dropped += len(rest)
+        ids = {a.id for a in keep}
+        for gone in [i for i in table if i not in ids]:
+            del table[gone]
+        free = sorted(set(range(capacity)) - set(table.values()))
+        for a in keep:
+            if a.id not in table:
+                table[a.id] = free.pop(0)
+        return [(table[a.id], a) for a in keep]
 
     # ---- frames -----------------------------------------------------------------------------
     def observed(self, frame: Frame, prev_yaw: float | None) -> Observed:
@@ -165,7 +166,7 @@ class WorldConverter:
         veh_yaw = np.zeros(n, np.float64)
         veh_v = np.zeros(n, np.float32)
         active = np.zeros(n, bool)
-        for s, a in self._slotted(frame.vehicles, self.slots, n):
+        for s, a in self._slotted(frame.vehicles, self.slots, n, frame.ego):
             veh_xy[s], veh_yaw[s], veh_v[s], active[s] = (a.x, a.y), np.deg2rad(a.yaw), a.speed, 1
         pt, u = self.localise(veh_xy.astype(np.float64), veh_yaw)
         pt = np.where(active, pt, 0).astype(np.int32)
@@ -212,7 +213,7 @@ class WorldConverter:
         v = np.zeros(w, np.float32)
         vel = np.zeros((w, 2), np.float32)
         active = np.zeros(w, bool)
-        for s, a in self._slotted(frame.walkers, self.walker_slots, w):
+        for s, a in self._slotted(frame.walkers, self.walker_slots, w, frame.ego):
             xy[s], yaw[s], v[s] = (a.x, a.y), np.deg2rad(a.yaw), a.speed
             vel[s], active[s] = (a.vx, a.vy), True
         rb = self.rb

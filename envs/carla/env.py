@@ -32,6 +32,7 @@ CARLA").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import time
@@ -222,7 +223,7 @@ class CarlaEnv(gymnasium.Env):
             frame = self.session.tick(ctrl)
         except LOST_ERRORS as e:
             return self._lost(e)
-        frame = Frame(**{**frame.__dict__, "steer": steer / float(p.max_steer)})
+        frame = dataclasses.replace(frame, steer=steer / float(p.max_steer))
         o = as_jnp(self.conv.observed(frame, float(self.state.yaw)))
         o = o._replace(users=self.conv.users(frame, int(self.state.route), self.state))
         new, reward, term, trunc, info = self._step(self.state, o, p)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from envs.carla.convert import ActorState, Frame
-from envs.carla.server import connect
+from envs.carla.server import CarlaServerLost, connect
 
 DT = 0.1  # s, the driving simulator's step
 EGO_BLUEPRINT = "vehicle.lincoln.mkz_2020"  # the leaderboard's ego vehicle
@@ -209,7 +209,10 @@ class Session:
                 break
             hits.append((other, type_id))
         lights = {tl.id: str(tl.state) for tl in self.lights}
-        return Frame(ego=state(snap.find(self.ego.id)), vehicles=tuple(vehicles),
+        ego = snap.find(self.ego.id)
+        if ego is None:  # another client cleared the world (or the server restarted)
+            raise CarlaServerLost(f"the ego actor {self.ego.id} is gone from the world")
+        return Frame(ego=state(ego), vehicles=tuple(vehicles),
                      walkers=tuple(walkers), lights=lights, collisions=tuple(hits),
                      steer=self.steer, frame=snap.frame)
 

@@ -197,3 +197,20 @@ def test_the_env_plans_the_simulators_routes_on_the_servers_opendrive(town01):
         d = np.linalg.norm(pts[None] - wps[:, None, :2], axis=-1).min(1)
         assert d.max() < 2.5, (r, d.max())
     assert sim.RED == 2  # the light states the converter writes
+
+
+def test_vehicle_slots_go_to_the_nearest_and_stay_stable(town01):
+    _, params = town01
+    conv = WorldConverter(params.map, params.routes, {}, 2)
+    ego = ActorState(EGO, 338.70, 226.75, -90.0)
+
+    def car(i, dy):
+        return ActorState(i, 338.70, 226.75 - dy, -90.0, 0.0, 0.0, "vehicle.audi.tt")
+
+    conv.observed(Frame(ego=ego, vehicles=(car(7, 30), car(5, 10), car(6, 20))), None)
+    assert conv.slots == {5: 0, 6: 1} and conv.dropped == 1  # the two nearest
+    conv.observed(Frame(ego=ego, vehicles=(car(7, 15), car(5, 12), car(6, 40))), None)
+    assert conv.slots == {5: 0, 7: 1}  # 5 keeps its slot, 7 takes the one 6 left
+    o = conv.observed(Frame(ego=ego, vehicles=(car(7, 15), car(5, 12)),
+                            collisions=((6, "vehicle.audi.tt"),)), None)
+    assert o.hit_vehicle.tolist() == [True, False]  # a car without a slot still counts
