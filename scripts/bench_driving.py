@@ -85,7 +85,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400_000, help="env steps per timed call")
     ap.add_argument("--highway-seconds", type=float, default=15.0,
                     help="time highway-env for this long; 0 skips it (no ratio column)")
+    ap.add_argument("--vehicles-sweep", type=int, nargs="+", default=None,
+                    help="only the scaling curve: vector-obs steps/s at these vehicle counts "
+                         "(batch = the first of --batches)")
     args = ap.parse_args()
+    if args.vehicles_sweep:
+        base = None
+        for n in args.vehicles_sweep:
+            r = bench_jax(args.batches[0], "vector", n, args.preset, args.steps)
+            base = base or (n, r["steps_per_s"])
+            cost = base[1] / r["steps_per_s"] / (n / base[0])  # per-vehicle cost vs the first
+            print(f"vehicles {n:>4} batch {r['batch']:>5} compile {r['compile_s']:>5.1f} s "
+                  f"{r['steps_per_s']:>12,.0f} steps/s  step cost per vehicle x{cost:.2f}",
+                  flush=True)
+        return
 
     print(f"host: {platform.node()} cpus={jax.local_device_count()} x {jax.devices()[0].platform}"
           f" ({jax.devices()[0].device_kind}); jax {jax.__version__}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from envs.driving import neighbours as nb
 from envs.driving.roadmap import (
     COS,
     JUNC,
@@ -215,12 +216,12 @@ def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs,
     """One 0.1 s step of all background vehicles.
 
     Returns (pt, u, v, turn, accel, xy, heading (cos, sin)) after the step.
-    Vehicle-vehicle interactions are index comparisons on the lane graph
-    (N x N, no trigonometry); only the ego column also gets the geometric
-    test. `ego_row` is the pt_tab row of the ego's nearest lane point. `extra_gap` (N,):
+    Vehicle-vehicle interactions are look-ups in the vehicles' (lane, s) order
+    and per-junction heading arcs (neighbours.py, O(N log N)); only the ego also
+    gets the geometric test. `ego_row` is the pt_tab row of the ego's nearest
+    lane point. `extra_gap` (N,):
     gaps to standing obstacles from envs.driving.road_users (stop signs, walkers), or None.
     """
-    n = pt.shape[0]
     row = m.pt_tab[pt]
     cs = row[:, COS:SIN + 1]  # (N, 2) headings
     xy = row[:, X:Y + 1] + u[:, None] * cs
@@ -233,18 +234,10 @@ def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs,
     s_here = row[:, S_IN] + u
     entering = nl != lane
 
-    # background leaders: exact along-lane gaps (centre to centre) on this or the next lane
-    valid = active[None, :] & ~jnp.eye(n, dtype=bool)
-    same = (lane[None, :] == lane[:, None]) & (s_here[None, :] > s_here[:, None])
-    nxt = (lane[None, :] == nl[:, None]) & entering[:, None]
-    gap_bb = jnp.where(same, s_here[None, :] - s_here[:, None],
-                       jnp.where(nxt, to_end[:, None] + s_here[None, :], jnp.inf))
-    gap_bb = jnp.where(valid, gap_bb, jnp.inf)
-    gap_b = jnp.min(gap_bb, axis=1)
-    # heading cosines of every pair, elementwise (a batched 16 x 2 x 16 matmul is slow on CPU)
-    cos_bb = cs[:, None, 0] * cs[None, :, 0] + cs[:, None, 1] * cs[None, :, 1]
-    # the leader's speed along our heading (max over exact ties; argmin is slow on CPU)
-    lead_vb = jnp.max(jnp.where(gap_bb == gap_b[:, None], v[None, :] * cos_bb, -jnp.inf), 1)
+    # background leaders: exact along-lane gaps (centre to centre) on this or the next lane,
+    # from the vehicles' (lane, s) order and per-lane minima (neighbours.py; was N x N)
+    gap_b, lead_vb = nb.leaders(m.pt_tab, m.lane_start.shape[0], pt, u, v, active, row, nl,
+                                entering)
     # the ego as a leader: along the lane, or geometrically in a corridor ahead
     e_lane = ego_row[LANE].astype(jnp.int32)
     e_s = ego_row[S_IN]
@@ -270,9 +263,9 @@ def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs,
     can_stop = stop_gap > v**2 / (2 * 4.0)
     must_stop = (state == RED) | ((state == YELLOW) & can_stop)
     nl_junc = nl_row[:, JUNC].astype(jnp.int32)
-    cross_bb = (junc[None, :] == nl_junc[:, None]) & valid & (cos_bb < 0.82)
-    cross_e = (ego_row[JUNC].astype(jnp.int32) == nl_junc) & (cos_e < 0.82)
-    occupied = (jnp.any(cross_bb, axis=1) | cross_e) & (nl_junc >= 0)
+    cross_b = nb.junction_conflicts(junc, cs, active, nl_junc, m.lane_start.shape[0])
+    cross_e = (ego_row[JUNC].astype(jnp.int32) == nl_junc) & (cos_e < nb.CONFLICT_COS)
+    occupied = (cross_b | cross_e) & (nl_junc >= 0)
     yield_now = occupied & (to_end < 12.0) & (stop_gap > 0.0)
     stop = (must_stop | yield_now) & ~in_junc & entering
     use_stop = stop & (stop_gap < gap)
