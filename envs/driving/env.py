@@ -655,8 +655,19 @@ def hazard_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5,
                         jnp.sqrt(2 * decel * jnp.maximum(d_stop, 0.0)), jnp.inf)
     xy = sim.veh_pose(m, state.veh_pt, state.veh_u)[0] if veh_xy is None else veh_xy
     rel = sim.to_frame(xy - jnp.stack([state.x, state.y]), state.yaw)
-    ahead = (rel[:, 0] > 0) & (jnp.abs(rel[:, 1]) < 2.2) & state.veh_active
+    # leaders: in a 2.2 m corridor ahead, oncoming ones only when truly in the ego's path
+    # (a stopped oncoming car 2.1 m aside on a bend is passed, not queued behind)
+    veh_cos = jnp.cos(m.pt_yaw[state.veh_pt] - state.yaw)
+    lane_w = jnp.where(veh_cos > -0.5, 2.2, sim.VEH_WID)
+    ahead = (rel[:, 0] > 0) & (jnp.abs(rel[:, 1]) < lane_w) & state.veh_active
     gap = jnp.min(jnp.where(ahead, rel[:, 0] - sim.VEH_LEN - 3.0, jnp.inf))
+    # and vehicles on the route's own lane points within 30 route points (a car standing
+    # just after a junction exit is out of the corridor while the ego is still turning)
+    win = jnp.minimum(state.prog + jnp.arange(1, 31), rb.num[r] - 1)
+    on_route = (state.veh_pt[:, None] == rb.pt[r, win][None, :]) & state.veh_active[:, None]
+    d_route = jnp.min(jnp.where(on_route, rb.cum[r, win][None, :] - rb.cum[r, state.prog],
+                                jnp.inf))
+    gap = jnp.minimum(gap, d_route - sim.VEH_LEN - 3.0)
     v_lead = jnp.sqrt(2 * decel * jnp.maximum(gap, 0.0))
     return jnp.minimum(jnp.minimum(v_light, v_lead), road_user_speed(state, params, decel))
 
@@ -688,7 +699,7 @@ def road_user_speed(state: DrivingState, params: DrivingParams, decel: float = 2
     return jnp.minimum(v_sign, v_ped)
 
 
-def parked_offset(state: DrivingState, params: DrivingParams, margin: float = 0.5) -> jax.Array:
+def parked_offset(state: DrivingState, params: DrivingParams, margin: float = 0.8) -> jax.Array:
     """Sideways shift (left, m) that passes the parked cars from 25 m before to 6 m after
     them with `margin` m between the boxes."""
     rb = params.routes

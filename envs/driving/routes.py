@@ -14,8 +14,8 @@ Per route it keeps the C map spawn slots nearest to the route (so traffic
 meets the ego along its way), excluding slots within 20 m of its start.
 Stop signs: `sign[i]` marks a stop-sign stop line (MapArrays.stop_pt) and
 `sign_next[i]` the first one at or after i. Road users (envs.driving.road_users)
-are placed at `curb` slots (route points >= 30 m from the start, >= 10 m from
-any junction, on the rightmost lane, >= 8 m apart: parked cars and mid-block
+are placed at `curb` slots (route points >= 30 m from the start, 10 m before
+a junction, 25 m after one, on the rightmost lane, >= 8 m apart: parked cars and mid-block
 crossings) and `xwalk` slots (crosswalks 8 m before a junction entry and 4 m
 after a junction exit).
 """
@@ -158,7 +158,9 @@ def _curb_slots(a: dict[str, np.ndarray], p: np.ndarray, cum: np.ndarray, n: int
                 gap: float = 8.0) -> np.ndarray:
     """Route indices where a car can park at the right kerb (see the module docstring)."""
     junc = a["pt_junction"][p[:n]] >= 0
-    near_junc = np.convolve(junc.astype(float), np.ones(21), mode="same") > 0  # +-10 points
+    # no junction point from 25 points (~m) behind to 10 ahead: a car leaving a turn is
+    # still settling on its lane (the expert: up to 0.8 m off the centre line)
+    near_junc = np.convolve(junc.astype(float), np.ones(36), mode="full")[10:10 + n] > 0
     ok = ~near_junc & (cum[:n] >= 30.0) & (np.arange(n) < n - 15)
     # rightmost lane: no drivable cell of a same-direction lane one lane width to the right
     yaw = a["pt_yaw"][p[:n]]
