@@ -15,6 +15,8 @@ same seeds (vmapped, chunked and checkpointed by mo_rl.runner):
             (the paper's family; one vmapped program for the whole grid). The "tuned"
             linear reward is the grid's best b by mean score, picked on the same
             evaluation episodes (optimistic for the baseline).
+HERON's own knob is the margin scale sigma (margins sigma x std): `extra_sigmas` adds
+HERON runs at other values (method "heron_sigma<value>").
 Robustness (pendulum preset): the whole comparison is repeated with one factor
 (`scaled_factor`) multiplied by each of `scales` (HERON's ranking and margins, which
 are sigma x std, do not change; the weighted sum's optimum does).
@@ -71,6 +73,8 @@ class HeronStudyConfig:
     seeds: int = 5
     methods: tuple[str, ...] = METHODS
     b_grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)  # linear: weights b^level
+    # further HERON runs with reward_model.sigma replaced by each value ("heron_sigma<s>")
+    extra_sigmas: tuple[float, ...] = ()
     scales: tuple[float, ...] = (1.0,)  # pendulum: multiplies `scaled_factor`
     scaled_factor: str = "theta_dot2"
     env_preset: str = "quick"  # driving: envs.driving preset
@@ -86,6 +90,8 @@ class HeronStudyConfig:
         check(self, "task", self.task in TASKS, f"must be one of {TASKS}")
         check(self, "methods", len(self.methods) > 0 and set(self.methods) <= set(METHODS),
               f"must be a non-empty subset of {METHODS}")
+        check(self, "extra_sigmas", all(x >= 0 for x in self.extra_sigmas),
+              "values must be >= 0")
         check(self, "b_grid", len(self.b_grid) > 0 and all(b > 0 for b in self.b_grid),
               "needs one or more values > 0")
         check(self, "scales", len(self.scales) > 0 and all(s > 0 for s in self.scales),
@@ -124,13 +130,13 @@ PRESETS: dict[str, HeronStudyConfig] = {
         agent=PPOConfig.pendulum(total_timesteps=2048 * 150, eval_episodes=10,
                                  eval_max_steps=200),
         reward_model=_PENDULUM_RM, name="pendulum", seeds=5, b_grid=(0.1, 0.3, 1.0, 3.0),
-        scales=(1.0, 10.0, 0.1), num_chunks=5),
+        scales=(1.0, 10.0, 0.1), num_chunks=5, extra_sigmas=(0.1,)),
     # (c): ranking safety > rules > progress > comfort vs weighted sums (1, b, b^2, b^3)
     "driving": HeronStudyConfig(
         agent=_driving_ppo(num_envs=32, num_steps=128, minibatch_size=1024,
                            total_timesteps=4096 * 32),
         reward_model=_DRIVING_RM, task="driving", name="driving", seeds=5,
-        b_grid=(0.1, 0.3, 1.0), num_chunks=4),
+        b_grid=(0.1, 0.3, 1.0), num_chunks=4, extra_sigmas=(0.1,)),
 }
 
 
@@ -332,7 +338,8 @@ def plot_sensitivity(table: pd.DataFrame, cfg: HeronStudyConfig, path: Path) -> 
                    np.maximum(lin["ci_high"] - lin["mean"], 0).fillna(0)]
             ax.errorbar(lin["b"], lin["mean"], yerr=err, marker="o", capsize=3, color=c,
                         label=f"linear, scale {s:g}")
-        for method, ls in (("heron", "-"), ("rlhf_sum", ":")):
+        others = [m for m in t.method.unique() if m != "linear"]
+        for method, ls in zip(others, ("-", ":", "--", "-."), strict=False):
             r = t[(t.scale == s) & (t.method == method)]
             if len(r):
                 r = r.iloc[0]
@@ -360,13 +367,18 @@ def run_study(cfg: HeronStudyConfig) -> pd.DataFrame:
     out = Path(cfg.results_root) / STUDY / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     frames, timings, kinds = [], {}, []
-    study_id = study_identity(cfg, drop=("methods", "scales", "b_grid"))
+    study_id = study_identity(cfg, drop=("methods", "scales", "b_grid", "extra_sigmas"))
+    runs = [(m, None) for m in cfg.methods] + [
+        (f"heron_sigma{x:g}", x) for x in cfg.extra_sigmas]
+    # a resumed study whose runs were complete only re-evaluates: keep their training times
+    old = out / "timings.json"
+    old_runs = json.loads(old.read_text()).get("runs", {}) if cfg.resume and old.exists() else {}
     t_all = time.perf_counter()
     for scale in cfg.scales:
         env, params = make_env(cfg, scale)
         eval_env = make_env(cfg, scale, "leaderboard")[0] if cfg.task == "driving" else None
         names = env.reward_spec.names
-        for method in cfg.methods:
+        for method, sigma in runs:
             label = f"s{scale:g}/{method}"
             if method == "linear":
                 wfn = geometric_weights(len(names))
@@ -374,8 +386,11 @@ def run_study(cfg: HeronStudyConfig) -> pd.DataFrame:
                         make_linear_ppo(c, env, wfn, params, eval_env=ev))
                 grid = {"b": list(cfg.b_grid)}
             else:
-                labels = "hierarchy" if method == "heron" else "sum"
-                heron = HeronConfig(dataclasses.replace(cfg.reward_model, labels=labels))
+                labels = "sum" if method == "rlhf_sum" else "hierarchy"
+                rm = dataclasses.replace(cfg.reward_model, labels=labels)
+                if sigma is not None:
+                    rm = dataclasses.replace(rm, sigma=(sigma,))
+                heron = HeronConfig(rm)
                 make = (lambda c, env=env, params=params, ev=eval_env, h=heron:
                         make_ppo(c, h, env, params, eval_env=ev))
                 grid = None
@@ -394,6 +409,9 @@ def run_study(cfg: HeronStudyConfig) -> pd.DataFrame:
             kinds.append(res.info["kind"])
             timings[label] = {"wall_s": round(time.perf_counter() - t0, 1), **{
                 k: res.info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
+            if res.info["resumed_from_chunk"] == cfg.num_chunks and label in old_runs:
+                timings[label] = {**old_runs[label],
+                                  "re_evaluated_wall_s": timings[label]["wall_s"]}
             df = res.metrics
             if "b" not in df.columns:
                 df = df.assign(b=np.nan)
