@@ -12,9 +12,11 @@ Conversions (what is exact and what is not):
   differences over the 0.1 s tick (the simulator integrates them).
 * vehicles: exact poses for collisions, TTC and Roach's hazard test; the
   observation functions read a vehicle as (lane point, distance along it)
-  (`veh_pt`, `veh_u`), so in the OBSERVATION a CARLA vehicle is drawn on its
-  nearest lane point with a compatible heading: off by its lateral offset
-  from the centreline, with the lane's heading instead of its own.
+  (`veh_pt`, `veh_u`, and `veh_lat` where the state has it: the offset from
+  the lane centre of the traffic's lane changes), so in the OBSERVATION a CARLA
+  vehicle is drawn at its nearest lane point with a compatible heading, shifted
+  by its lateral offset where veh_lat is read, with the lane's heading
+  instead of its own.
 * the `max_vehicles` (`max_walkers`) actors nearest to the ego get slots, stable
   per actor id while they stay among the nearest (the leaderboard's same-actor
   collision filter needs it); farther ones are left out of the state (counted
@@ -126,19 +128,23 @@ class WorldConverter:
         self.slots, self.walker_slots, self.dropped = {}, {}, 0
 
     # ---- localisation ---------------------------------------------------------------------
-    def localise(self, xy: np.ndarray, yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(lane point, distance along its segment) of poses (n, 2), yaw (n,) rad: the
-        nearest of the 8 nearest points heading within 90 deg (else the nearest)."""
+    def localise(self, xy: np.ndarray, yaw: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lane point, distance along its segment, offset left of the lane centre) of
+        poses (n, 2), yaw (n,) rad: the nearest of the 8 nearest points heading within
+        90 deg (else the nearest)."""
         if len(xy) == 0:
-            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32)
         k = min(8, len(self.pt_xy))
         _, idx = self.tree.query(xy, k=k)
         idx = idx.reshape(len(xy), k)
         ok = np.cos(self.pt_yaw[idx] - yaw[:, None]) > 0.0
         pick = idx[np.arange(len(xy)), np.where(ok.any(1), ok.argmax(1), 0)]
         d = xy - self.pt_xy[pick]
-        u = d[:, 0] * np.cos(self.pt_yaw[pick]) + d[:, 1] * np.sin(self.pt_yaw[pick])
-        return pick.astype(np.int32), np.clip(u, 0.0, self.seg[pick]).astype(np.float32)
+        c, s = np.cos(self.pt_yaw[pick]), np.sin(self.pt_yaw[pick])
+        u = np.clip(d[:, 0] * c + d[:, 1] * s, 0.0, self.seg[pick])
+        lat = d[:, 1] * c - d[:, 0] * s
+        return pick.astype(np.int32), u.astype(np.float32), lat.astype(np.float32)
 
     def _slotted(self, actors, table: dict[int, int], capacity: int,
                  ego: ActorState) -> list[tuple[int, ActorState]]:
@@ -168,9 +174,10 @@ class WorldConverter:
         active = np.zeros(n, bool)
         for s, a in self._slotted(frame.vehicles, self.slots, n, frame.ego):
             veh_xy[s], veh_yaw[s], veh_v[s], active[s] = (a.x, a.y), np.deg2rad(a.yaw), a.speed, 1
-        pt, u = self.localise(veh_xy.astype(np.float64), veh_yaw)
+        pt, u, lat = self.localise(veh_xy.astype(np.float64), veh_yaw)
         pt = np.where(active, pt, 0).astype(np.int32)
         u = np.where(active, u, 0.0).astype(np.float32)
+        lat = np.where(active, lat, 0.0).astype(np.float32)
         lights = np.full(max(self.num_lights, 1), sim.GREEN, np.int32)
         for actor_id, state in frame.lights.items():
             i = self.light_of.get(actor_id, -1)
@@ -200,7 +207,7 @@ class WorldConverter:
             x=f32(e.x), y=f32(e.y), yaw=f32((yaw + np.pi) % (2 * np.pi) - np.pi),
             v=f32(e.speed), steer=f32(frame.steer * self.max_steer), yaw_rate=f32(yaw_rate),
             veh_xy=veh_xy, veh_cs=np.stack([np.cos(veh_yaw), np.sin(veh_yaw)], 1).astype(f32),
-            veh_v=veh_v, veh_active=active, veh_pt=pt, veh_u=u, lights=lights,
+            veh_v=veh_v, veh_active=active, veh_pt=pt, veh_u=u, veh_lat=lat, lights=lights,
             hit_vehicle=hit_v, hit_walker=hit_w, hit_static=hit_s)
 
     def walkers(self, frame: Frame, route: int) -> dict[str, np.ndarray]:

@@ -207,6 +207,8 @@ class CarlaEnv(gymnasium.Env):
         walkers of the first frame."""
         xy = jnp.stack([o.x, o.y])
         users = self.conv.users(frame, route, s)
+        if "veh_lat" in s._fields:
+            s = s._replace(veh_lat=o.veh_lat)
         return s._replace(x=o.x, y=o.y, yaw=o.yaw, v=o.v, last_xy=xy, veh_pt=o.veh_pt,
                           veh_u=o.veh_u, veh_v=o.veh_v, veh_active=o.veh_active,
                           **users._asdict())

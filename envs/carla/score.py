@@ -60,6 +60,7 @@ class Observed(NamedTuple):
     veh_pt: jax.Array  # (N,) int nearest lane point (what the observation functions read)
     veh_u: jax.Array  # (N,) distance along that point's segment
     lights: jax.Array  # (NL,) int GREEN / YELLOW / RED of every map light
+    veh_lat: jax.Array | None = None  # (N,) offset left of the lane centre (DrivingState.veh_lat)
     users: road_users.Users | None = None  # walkers / parked cars now; None: unchanged
     hit_vehicle: jax.Array | None = None  # (N,) bool sensor contacts; None: box overlap
     hit_walker: jax.Array | None = None  # (W,) bool sensor contacts; None: geometric test
@@ -232,6 +233,8 @@ def step_state(env: DrivingEnv, state: DrivingState, o: Observed, params: Drivin
         n_ped_collision=state.n_ped_collision + count_ped,
         n_static_collision=state.n_static_collision + count_static,
         **users._asdict(), **carl_mem)
+    if "veh_lat" in new._fields and o.veh_lat is not None:  # traffic's lane offsets
+        new = new._replace(veh_lat=o.veh_lat)
     metrics = episode_metrics(new, rc, truncated)
     info = {
         "reward_views": {"vector": vec, "carl": carl[None].astype(jnp.float32),

@@ -21,10 +21,12 @@ from envs.driving import make_driving, observe, road_users, sim
 def _observed(env, state, params) -> Observed:
     """What a server would report after the simulator's step (poses, lights), with the
     collision 'sensor' left to the box-overlap default."""
-    xy, cs = sim.veh_pose(params.map, state.veh_pt, state.veh_u)
+    lat = getattr(state, "veh_lat", None)  # lane changes of the traffic, where present
+    xy, cs = sim.veh_pose(params.map, state.veh_pt, state.veh_u, lat)
     return Observed(x=state.x, y=state.y, yaw=state.yaw, v=state.v, steer=state.steer,
                     yaw_rate=state.yaw_rate, veh_xy=xy, veh_cs=cs, veh_v=state.veh_v,
                     veh_active=state.veh_active, veh_pt=state.veh_pt, veh_u=state.veh_u,
+                    veh_lat=lat,
                     lights=env.lights(state, params),
                     users=road_users.Users(**{k: getattr(state, k)
                                               for k in road_users.Users._fields}))
