@@ -15,9 +15,9 @@ meets the ego along its way), excluding slots within 20 m of its start.
 Stop signs: `sign[i]` marks a stop-sign stop line (MapArrays.stop_pt) and
 `sign_next[i]` the first one at or after i. Road users (envs.driving.road_users)
 are placed at `curb` slots (route points >= 30 m from the start, 10 m before
-a junction, 25 m after one, on the rightmost lane, >= 8 m apart: parked cars and mid-block
-crossings) and `xwalk` slots (crosswalks 8 m before a junction entry and 4 m
-after a junction exit).
+a junction, 25 m after one, on straight stretches of the rightmost lane, >= 8 m
+apart: parked cars and mid-block crossings) and `xwalk` slots (crosswalks 8 m
+before a junction entry and 4 m after a junction exit).
 """
 
 from __future__ import annotations
@@ -162,8 +162,14 @@ def _curb_slots(a: dict[str, np.ndarray], p: np.ndarray, cum: np.ndarray, n: int
     # still settling on its lane (the expert: up to 0.8 m off the centre line)
     near_junc = np.convolve(junc.astype(float), np.ones(36), mode="full")[10:10 + n] > 0
     ok = ~near_junc & (cum[:n] >= 30.0) & (np.arange(n) < n - 15)
-    # rightmost lane: no drivable cell of a same-direction lane one lane width to the right
+    # straight stretches only: the heading turns < 0.15 rad within 15 points either way
+    # (Town01's curved road corners are no junctions; a straight box there juts into the lane)
     yaw = a["pt_yaw"][p[:n]]
+    uw = np.unwrap(yaw)
+    pad = np.concatenate([np.full(15, uw[0]), uw, np.full(15, uw[-1])])
+    win = np.lib.stride_tricks.sliding_window_view(pad, 31)
+    ok &= np.abs(win - uw[:, None]).max(1) < 0.15
+    # rightmost lane: no drivable cell of a same-direction lane one lane width to the right
     right = np.stack([np.sin(yaw), -np.cos(yaw)], 1)
     probe = a["pt_xy"][p[:n]] + right * a["pt_width"][p[:n], None]
     ij = np.floor((probe - a["grid_origin"]) / a["grid_res"]).astype(int)
