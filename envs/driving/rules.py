@@ -33,7 +33,7 @@ srunner/scenariomanager/scenarioatomics/atomic_criteria.py = "AC"):
   0.8 s per metre of route + 5 s; ends the route, no penalty factor.
 * status (statistics_manager.py:398-403): 'Perfect' = route completed and no
   infraction entry at all; `success` here is exactly that.
-* collisions are typed by the other actor (AC:358-369): walker -> pedestrian
+* collisions are typed by the other actor (AC:394-400): walker -> pedestrian
   (0.5), static prop -> static (0.65), else vehicle (0.6); the filters above
   apply across types (actor ids are distinct).
 * RunningStopTest (AC:1812-1970): the ego is affected by a stop sign while
