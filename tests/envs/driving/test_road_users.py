@@ -303,4 +303,4 @@ def test_expert_drives_town01_with_road_users_without_infractions():
 @pytest.mark.slow
 @needs_town01
 def test_expert_drives_town01_with_road_users_without_infractions_several_seeds():
-    _expert_town01(4)
+    _expert_town01(8)
