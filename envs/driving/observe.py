@@ -12,22 +12,23 @@ Vector (float32, length 8 + 20 + 5 + 7 K + 2):
 
 BEV (CaRL's observation, autonomousvision/CaRL CARLA/team_code): a dict
   "bev"          uint8 (S, S, 8), heading up, the ego at the centre column and
-                 `ahead` metres below the top row (BevView); channels BEV_CHANNELS in
-                 CaRL's order (birds_eye_view/bev_observation.py, get_observation:
-                 final_masks[0..8] = road, route, lane markings, vehicles, walkers,
-                 traffic lights, stop signs, speed signs, static) without the speed
-                 signs and shoulders, which this map has not:
+                 `ahead` metres below the top row (BevView). CaRL's channels
+                 (birds_eye_view/bev_observation.py, get_observation: final_masks[0..8]
+                 = road, route, lane markings, vehicles, walkers, traffic lights, stop
+                 signs, speed signs, static) without speed signs and shoulders, which this
+                 map has not, and grouped static map first (BEV_CHANNELS):
     0 road        255 on the drivable raster
-    1 route       255 on a 3 m wide band along the next `ahead` metres of the route
-                  (CaRL: route_width 6 px at 2 px/m)
-    2 lane        255 within half a pixel of a lane boundary outside junctions
+    1 lane        255 within half a pixel of a lane boundary outside junctions
                   (CaRL: lane_marking_all; solid / broken is not told apart)
-    3 vehicles    background vehicles' boxes, 100 + 155 min(v / 15 m/s, 1)
-    4 walkers     walkers' boxes (at least 1.6 m square: CaRL's min_ext_bounding_box
-                  0.8 m), valued by speed like vehicles
-    5 lights      stop lines of lights: red 255, yellow 170, green 80 (CaRL: factors 1.0,
+    2 lights      stop lines of lights: red 255, yellow 170, green 80 (CaRL: factors 1.0,
                   0.67, 0.315 of 255)
-    6 stop signs  255 on stop-sign stop lines (when params.stop_signs)
+    3 stop signs  255 on stop-sign stop lines (when params.stop_signs; CaRL draws only
+                  the next one not yet obeyed)
+    4 route       255 on a 3 m wide band along the next `ahead` metres of the route
+                  (CaRL: route_width 6 px at 2 px/m)
+    5 vehicles    background vehicles' boxes, 100 + 155 min(v / 15 m/s, 1)
+    6 walkers     walkers' boxes (at least 1.6 m square: CaRL's min_ext_bounding_box
+                  0.8 m), valued by speed like vehicles
     7 static      255 on parked cars / static obstacles
   "measurements" float32 (8,): CaRL's eight (env_agent.py, preprocess_observation:
                  steer, throttle, brake, gear, ego velocity x / y, forward speed,
@@ -36,13 +37,14 @@ BEV (CaRL's observation, autonomousvision/CaRL CARLA/team_code): a dict
 CaRL's view is 256 x 256 px at 2 px/m with the ego 100 px above the bottom edge
 (train script flags --bev_semantics_width 256 --pixels_ev_to_bottom 100
 --pixels_per_meter 2): 78 m ahead, 50 m behind, 64 m to each side. BevView takes
-the same field of view in metres at any pixel count (default 64 px = 2 m/px).
+the same field of view in metres at any pixel count (default 64 px = 2 m/px, where
+lane markings are coarse: bev_size=256 is CaRL's 0.5 m/px at 16x the pixels).
 
-Speed: the static map layers (road, lane boundaries, stop-line positions) are
-precomputed once per map into one int32 raster (`bev_map`), so a pixel costs one
-gather of that raster plus one of a per-env light-colour table; objects (vehicles,
-walkers, parked cars, route segments) are oriented boxes max-composited in one
-scatter over a small window around each (`_splat_boxes`).
+Speed: the static map layers (road, lane boundaries, stop lines) are precomputed once
+per map into one packed int32 raster (`bev_map`), so a pixel costs one gather of it
+plus shifts (light colours come from 2-bit packed words, no per-env table); objects
+(vehicles, walkers, parked cars, route segments) are oriented boxes max-composited in
+one scatter over a small window around each (`_box_window`).
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- BEV
-BEV_CHANNELS = ("road", "route", "lane", "vehicles", "walkers", "lights", "stop_signs", "static")
+# CaRL's channels (module docstring), the static map layers first, then the objects
+BEV_CHANNELS = ("road", "lane", "lights", "stop_signs", "route", "vehicles", "walkers", "static")
 MEASUREMENTS = ("steer", "throttle", "brake", "gear", "vel_x", "vel_y", "speed", "speed_limit")
 CARL_AHEAD, CARL_BEHIND = 78.0, 50.0  # metres: 156 / 100 px at 2 px/m (module docstring)
 ROUTE_HALF_WIDTH = 1.5  # m: CaRL's route_width = 6 px at 2 px/m
@@ -193,7 +196,7 @@ def bev_map(m) -> jax.Array:
 
 def _box_window(view: BevView, rel: jax.Array, rc: jax.Array, rs: jax.Array, hl, hw,
                 radius: float, value: jax.Array, ok: jax.Array, chan: int, nchan: int):
-    """Flat indices into an (nchan, S, S) image and values of the pixels whose centres lie
+    """Flat indices into an (S, S, nchan) image and values of the pixels whose centres lie
     in oriented boxes: centres `rel` (n, 2) (lon, lat in the ego frame), heading (rc, rs)
     relative to the ego, half extents (hl, hw) (scalars or (n,)), `radius` >= the box's
     half diagonal. Only a (2 r + 1)^2 window around each centre is tested,
@@ -218,7 +221,7 @@ def _box_window(view: BevView, rel: jax.Array, rc: jax.Array, rs: jax.Array, hl,
     hw = jnp.asarray(hw)[..., None] if jnp.ndim(hw) else hw
     inside = ((jnp.abs(u) <= hl) & (jnp.abs(v) <= hw)) | ((di == 0) & (dj == 0))
     keep = inside & ok[:, None] & (i >= 0) & (i < size) & (j >= 0) & (j < size)
-    idx = jnp.where(keep, (chan * size + i) * size + j, nchan * size * size)
+    idx = jnp.where(keep, (i * size + j) * nchan + chan, nchan * size * size)  # (S, S, C)
     return idx.ravel(), jnp.broadcast_to(value[:, None], idx.shape).ravel()
 
 
@@ -279,7 +282,7 @@ def _map_layers(state, params, view: BevView, bm: jax.Array, lights: jax.Array) 
 
 
 def _object_layers(state, params, view: BevView) -> jax.Array:
-    """uint8 (4, S, S): route, vehicles, walkers and static objects (oriented boxes),
+    """uint8 (S, S, 4): route, vehicles, walkers and static objects (oriented boxes),
     max-composited in one scatter."""
     m, rb = params.map, params.routes
     size, res = view.size, view.res
@@ -312,23 +315,23 @@ def _object_layers(state, params, view: BevView) -> jax.Array:
     seg_len = jnp.linalg.norm(seg, axis=-1)
     seg_cs = seg / jnp.maximum(seg_len, 1e-3)[:, None]
     rel, rc, rs = _ego_frame(0.5 * (pts[1:] + pts[:-1]), seg_cs, ego, c, s)
-    max_half = 0.75 * stride + 0.25  # route points are at most ~1.5 m apart
+    max_half = 0.5 * stride * 1.05 + 0.25  # route points are <= 1.04 m apart (quick, Town01)
     parts.append(_box_window(view, rel, rc, rs, jnp.minimum(0.5 * seg_len + 0.25, max_half),
                              ROUTE_HALF_WIDTH, float(np.hypot(max_half, ROUTE_HALF_WIDTH)),
                              jnp.full(seg_len.shape, 255, jnp.uint8), seg_len > 1e-3, 0, 4))
     idx = jnp.concatenate([p[0] for p in parts])
     val = jnp.concatenate([p[1] for p in parts])
     obj = jnp.zeros(4 * size * size, jnp.uint8).at[idx].max(val, mode="drop")
-    return obj.reshape(4, size, size)
+    return obj.reshape(size, size, 4)
 
 
 def _materialised(f, opaque_one: jax.Array):
     """f() run as the body of a one-trip while loop (CPU only).
 
-    XLA's CPU fusion pulls the map look-up (a gather) into every consumer that
-    reshapes its result (the channel interleave below) and then runs it ~5x slower
-    (measured 8-14 ms instead of 2-3 ms per 256 x 64 x 64 pixels); a loop carry is
-    always materialised, so the layers are computed once, in their own kernels.
+    XLA's CPU fusion pulls the map look-up (a gather) into any consumer that reshapes
+    its result (here: the uint32 -> 4 x uint8 bitcast and the channel concatenation) and
+    then runs it ~5x slower (measured 8-14 ms instead of 2-3 ms per 256 x 64 x 64
+    pixels); a loop carry is always materialised, so the look-up runs in its own kernel.
     `opaque_one` is 1 at run time but unknown to the compiler (else it removes the loop).
     """
     if jax.default_backend() != "cpu":
@@ -342,14 +345,11 @@ def bev_obs(state, params, view: BevView, lights: jax.Array) -> jax.Array:
     """uint8 (S, S, len(BEV_CHANNELS)) raster, see the module docstring."""
     bm = getattr(params, "bev_map", None)
     bm = bev_map(params.map) if bm is None else bm
-    words, obj = _materialised(
-        lambda: (_map_layers(state, params, view, bm, lights),
-                 _object_layers(state, params, view)),
-        1 + (state.t < 0).astype(jnp.int32))
-    b = jax.lax.bitcast_convert_type(words, jnp.uint8)  # road, lane, lights, stop signs
-    o = jnp.moveaxis(obj, 0, -1)  # route, vehicles, walkers, static
-    return jnp.concatenate([b[..., 0:1], o[..., 0:1], b[..., 1:2], o[..., 1:3], b[..., 2:4],
-                            o[..., 3:4]], -1)
+    words = _materialised(lambda: _map_layers(state, params, view, bm, lights),
+                          1 + (state.t < 0).astype(jnp.int32))
+    # road, lane, lights, stop signs (the bytes of the map word), then the objects
+    return jnp.concatenate([jax.lax.bitcast_convert_type(words, jnp.uint8),
+                            _object_layers(state, params, view)], -1)
 
 
 def measurements(state, params) -> jax.Array:
