@@ -217,7 +217,7 @@ def main() -> None:
         for split in ("vehicles", "half walkers"):
             for n in args.sweep:
                 w = n // 2 if split == "half walkers" else 0
-                r = bench_jax(b, "vector", n - w, args.preset, args.steps,
+                r = bench_jax(b, "vector", n - w, args.preset, args.steps // 8,
                               {"num_walkers": w} if w else {})
                 print(f"{n:>10} {n - w:>8} {w:>8} {r['steps_per_s']:>13,.0f} "
                       f"{1e6 / r['steps_per_s'] / n:>8.3f}", flush=True)
