@@ -21,6 +21,9 @@ COMMANDS=(
   "python -m experiments.carl_minibatch --preset medium --name long --minibatch-sizes 256 16384 --agent.total-timesteps 5898240"
   # coopetition: IPPO under private / integrated / cooperative rewards on the coopetition games -> results/coopetition/quick/table.md
   "python -m experiments.coopetition_ablation --preset quick"
+  # heron: HERON vs tuned weighted sums vs RLHF, PPO on Pendulum (3 factor scales) and the driving sim -> results/heron/{pendulum,driving}/table.md
+  "python -m experiments.heron --preset pendulum --no-progress"
+  "python -m experiments.heron --preset driving --no-progress"
 )
 TABLES=(
   "results/demo/quick"
@@ -29,6 +32,7 @@ TABLES=(
   "results/carl_minibatch/medium"
   "results/carl_minibatch/long"
   "results/coopetition/quick"
+  "results/heron"
 )
 
 case "${1:-}" in
