@@ -29,7 +29,7 @@ import numpy as np
 from flax import struct
 
 from mo_rl.env import Env, StepResult
-from mo_rl.spaces import Box, Discrete
+from mo_rl.spaces import Box, Dict, Discrete
 
 
 class Wrapper(Env):
@@ -189,37 +189,63 @@ class NormalizeObs(Wrapper):
         self.eps = eps
         self.update = update
 
-    def _obs_shape(self, params) -> tuple[int, ...]:
+    def _obs_shape(self, params) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
+        """The per-env observation shape, or {key: shape} of the float parts of a Dict
+        observation (integer parts, e.g. a uint8 BEV raster, pass through unnormalised)."""
         # shapes never depend on param values; default_params stays concrete under jit
-        return tuple(self._env.observation_space(self._env.default_params).shape)
+        space = self._env.observation_space(self._env.default_params)
+        if isinstance(space, Dict):
+            return {k: tuple(sp.shape) for k, sp in space.spaces.items()
+                    if jnp.issubdtype(sp.dtype, jnp.floating)}
+        return tuple(space.shape)
 
-    def _update(self, state: NormalizeObsState, obs, params) -> NormalizeObsState:
-        if not self.update:
-            return state
+    @staticmethod
+    def _moments(mean, var, count, obs, shape):
         obs = jnp.asarray(obs, jnp.float32)
-        batch_axes = tuple(range(obs.ndim - len(self._obs_shape(params))))
+        batch_axes = tuple(range(obs.ndim - len(shape)))
         n = 1
         for ax in batch_axes:
             n *= obs.shape[ax]
         b_mean = jnp.mean(obs, axis=batch_axes)
         b_var = jnp.var(obs, axis=batch_axes)
-        delta = b_mean - state.mean
-        tot = state.count + n
-        mean = state.mean + delta * n / tot
-        m2 = state.var * state.count + b_var * n + delta**2 * state.count * n / tot
-        return state.replace(mean=mean, var=m2 / tot, count=tot)
+        delta = b_mean - mean
+        tot = count + n
+        m2 = var * count + b_var * n + delta**2 * count * n / tot
+        return mean + delta * n / tot, m2 / tot, tot
+
+    def _update(self, state: NormalizeObsState, obs, params) -> NormalizeObsState:
+        if not self.update:
+            return state
+        shape = self._obs_shape(params)
+        if not isinstance(shape, dict):
+            mean, var, tot = self._moments(state.mean, state.var, state.count, obs, shape)
+            return state.replace(mean=mean, var=var, count=tot)
+        new = {k: self._moments(state.mean[k], state.var[k], state.count, obs[k], sh)
+               for k, sh in shape.items()}
+        tot = next(iter(new.values()))[2] if new else state.count
+        return state.replace(mean={k: v[0] for k, v in new.items()},
+                             var={k: v[1] for k, v in new.items()}, count=tot)
 
     def normalize(self, state: NormalizeObsState, obs) -> jax.Array:
-        out = (jnp.asarray(obs, jnp.float32) - state.mean) / jnp.sqrt(state.var + self.eps)
+        if isinstance(state.mean, dict):
+            return {k: self._scale(state.mean[k], state.var[k], v) if k in state.mean else v
+                    for k, v in obs.items()}
+        return self._scale(state.mean, state.var, obs)
+
+    def _scale(self, mean, var, obs) -> jax.Array:
+        out = (jnp.asarray(obs, jnp.float32) - mean) / jnp.sqrt(var + self.eps)
         return out if self.clip is None else jnp.clip(out, -self.clip, self.clip)
 
     def reset(self, key, params):
         obs, env_state = self._env.reset(key, params)
         shape = self._obs_shape(params)
+        zeros = lambda sh: jnp.zeros(sh, jnp.float32)
+        ones = lambda sh: jnp.ones(sh, jnp.float32)
+        tree = isinstance(shape, dict)
         state = NormalizeObsState(
             env_state,
-            mean=jnp.zeros(shape, jnp.float32),
-            var=jnp.ones(shape, jnp.float32),
+            mean={k: zeros(sh) for k, sh in shape.items()} if tree else zeros(shape),
+            var={k: ones(sh) for k, sh in shape.items()} if tree else ones(shape),
             count=jnp.float32(1e-4),  # as gymnasium's RunningMeanStd: avoids 0/0
         )
         state = self._update(state, obs, params)

@@ -275,3 +275,18 @@ def test_measurements_by_hand(world):
     got = np.asarray(env.observe(s3, params)["measurements"])
     np.testing.assert_allclose(got[:3], [-1.0, 0.0, 0.5], rtol=1e-6)
     assert got[5] < 0  # steering right: the centre slips to the right (negative lateral)
+
+
+def test_normalize_obs_scales_the_measurements_and_passes_the_raster():
+    from mo_rl.wrappers import NormalizeObs, VmapEnv
+
+    env, params = make_driving("quick", obs_type="bev")
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    raw, _ = jax.vmap(env.reset, (0, None))(keys, params)
+    obs, state = NormalizeObs(VmapEnv(env, 4)).reset(keys, params)
+    assert set(state.mean) == {"measurements"}  # only the float part has statistics
+    np.testing.assert_array_equal(obs["bev"], raw["bev"])
+    assert obs["bev"].dtype == jnp.uint8 and obs["measurements"].dtype == jnp.float32
+    expect = (raw["measurements"] - state.mean["measurements"]) / jnp.sqrt(
+        state.var["measurements"] + 1e-8)
+    np.testing.assert_allclose(obs["measurements"], jnp.clip(expect, -10, 10), rtol=1e-5)
