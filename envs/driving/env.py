@@ -130,6 +130,13 @@ class DrivingParams(NamedTuple):
     ped_kerb: Any = 1.5  # m: walkers wait this far outside the road edges
     obst_clear_min: Any = 0.1  # m between a parked car and a lane-centred car's side
     obst_clear_max: Any = 0.6
+    # lane changes of background traffic (issue 19; sim.lane_changes); rates 0 = none
+    lc_rate: Any = 0.0  # 1/s: a vehicle moves to a parallel lane with > 10 m more room ahead
+    cutin_rate: Any = 0.0  # 1/s: a vehicle beside and ahead of the ego cuts into its lane
+    cutin_gap_min: Any = 4.0  # m, bumper gap to the ego that a cut-in leaves, at least
+    cutin_gap_max: Any = 15.0  # m, at most
+    lc_gap_min: Any = 4.0  # m, safe bumper gap to other vehicles on the target lane (+ speed)
+    lc_lat_speed: Any = 1.2  # m/s sideways (a 3.5 m lane in about 3 s)
 
 
 class DrivingState(NamedTuple):
@@ -147,6 +154,7 @@ class DrivingState(NamedTuple):
     veh_turn: jax.Array
     veh_vf: jax.Array  # desired-speed factor
     veh_active: jax.Array
+    veh_lat: jax.Array  # (N,) lateral offset from the lane centre during a lane change
     route: jax.Array  # route index in the bank
     prog: jax.Array  # route point index reached
     light_offset: jax.Array  # (G,)
@@ -303,7 +311,8 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
             x=xy0[0], y=xy0[1], yaw=yaw0, v=f, steer=f, accel=f, yaw_rate=f, lat_acc=f,
             veh_pt=veh_pt, veh_u=jnp.zeros(n), veh_v=m.pt_speed[veh_pt] * 0.5,
             veh_turn=turn, veh_vf=veh_vf,
-            veh_active=active, route=route, prog=jnp.zeros((), jnp.int32),
+            veh_active=active, veh_lat=jnp.zeros(n, jnp.float32), route=route,
+            prog=jnp.zeros((), jnp.int32),
             light_offset=light_offset,
             t=jnp.zeros((), jnp.int32), still=jnp.zeros((), jnp.int32),
             n_collision=jnp.zeros((), jnp.int32), n_off_road=jnp.zeros((), jnp.int32),
@@ -360,9 +369,10 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         extra_gap, sign_done = road_users.traffic_gaps(
             m, rb, state.route, state.veh_pt, state.veh_u, state.veh_v, state.veh_turn,
             state.veh_sign_done, users, p.stop_signs, p.idm_s0)
-        veh_pt, veh_u, veh_v, veh_turn, _, veh_xy, veh_dir = sim.traffic_step(
+        veh_pt, veh_u, veh_v, veh_turn, _, veh_xy, veh_dir, veh_lat = sim.traffic_step(
             m, state.veh_pt, state.veh_u, state.veh_v, state.veh_turn, state.veh_vf,
-            state.veh_active, ego_xy, ego_dir, v, ego_row, lights, p, extra_gap=extra_gap)
+            state.veh_active, ego_xy, ego_dir, v, ego_row, lights, p, extra_gap=extra_gap,
+            lat=state.veh_lat, step_bits=sim.mix32(t + 0x51ED27))
         sign_done = sign_done & (m.pt_tab[veh_pt, LANE] == m.pt_tab[state.veh_pt, LANE])
         users = road_users.walkers_step(users, p, state.route, state.prog, state.v, t)
 
@@ -513,7 +523,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         new = DrivingState(
             x=x, y=y, yaw=yaw, v=v, steer=steer, accel=accel_eff, yaw_rate=yaw_rate,
             lat_acc=lat_acc, veh_pt=veh_pt, veh_u=veh_u, veh_v=veh_v, veh_turn=veh_turn,
-            veh_vf=state.veh_vf, veh_active=state.veh_active, route=r, prog=prog,
+            veh_vf=state.veh_vf, veh_active=state.veh_active, veh_lat=veh_lat, route=r, prog=prog,
             light_offset=state.light_offset, t=t, still=still,
             n_collision=state.n_collision + counted, n_off_road=state.n_off_road + off_road,
             n_red_light=state.n_red_light + red_run, n_speeding=state.n_speeding + speeding,
@@ -654,7 +664,7 @@ def hazard_speed(state: DrivingState, params: DrivingParams, decel: float = 2.5,
     must = (light_id >= 0) & ((ls == sim.RED) | stop_yellow)
     v_light = jnp.where(must & (stop_i > state.prog),
                         jnp.sqrt(2 * decel * jnp.maximum(d_stop, 0.0)), jnp.inf)
-    xy = sim.veh_pose(m, state.veh_pt, state.veh_u)[0] if veh_xy is None else veh_xy
+    xy = sim.veh_pose(m, state.veh_pt, state.veh_u, state.veh_lat)[0] if veh_xy is None else veh_xy
     rel = sim.to_frame(xy - jnp.stack([state.x, state.y]), state.yaw)
     # leaders: in a 2.2 m corridor ahead, oncoming ones only when truly in the ego's path
     # (a stopped oncoming car 2.1 m aside on a bend is passed, not queued behind)

@@ -153,6 +153,35 @@ def leaders(pt_tab: jax.Array, num_lanes: int, pt: jax.Array, u: jax.Array, v: j
     return gap, lead
 
 
+def gaps_around(pt_tab: jax.Array, pt: jax.Array, u: jax.Array, active: jax.Array,
+                lane_q: jax.Array, s_q: jax.Array, pt_q: jax.Array,
+                u_q: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(distance to the nearest active vehicle ahead, to the nearest behind) of positions
+    (lane point `pt_q` + `u_q`, lane `lane_q`, arc length `s_q`) on another lane than the
+    asking vehicle's own, centre to centre along `lane_q`; inf when none. Masks up to
+    ALL_PAIRS_MAX vehicles, else the nearest neighbours in the sorted order."""
+    row = pt_tab[pt]
+    lane = row[:, LANE].astype(jnp.int32)
+    s = row[:, S_IN] + u
+    n = pt.shape[0]
+    if n <= ALL_PAIRS_MAX:
+        on = active[None, :] & (lane[None, :] == lane_q[:, None])
+        d = s[None, :] - s_q[:, None]
+        ahead = jnp.min(jnp.where(on & (d > 0), d, jnp.inf), 1)
+        return ahead, jnp.min(jnp.where(on & (d <= 0), -d, jnp.inf), 1)
+    order = lane_order(pt, u, row[:, SEG], active, pt_tab.shape[0])
+    key = query_key(order, pt_q, u_q, pt_tab[pt_q, SEG])
+    q = jnp.searchsorted(order.key, key, method="scan_unrolled").astype(jnp.int32)
+    ahead, behind = jnp.full_like(s_q, jnp.inf), jnp.full_like(s_q, jnp.inf)
+    for c in (q - 1, q, q + 1):  # the query sits between q - 1 and q (up to one key step)
+        j = order.perm[jnp.clip(c, 0, n - 1)]
+        ok = (c >= 0) & (c < n) & active[j] & (lane[j] == lane_q)
+        d = s[j] - s_q
+        ahead = jnp.minimum(ahead, jnp.where(ok & (d > 0), d, jnp.inf))
+        behind = jnp.minimum(behind, jnp.where(ok & (d <= 0), -d, jnp.inf))
+    return ahead, behind
+
+
 def junction_conflicts(junc: jax.Array, cs: jax.Array, active: jax.Array, junc_q: jax.Array,
                        num_junctions: int) -> jax.Array:
     """Per vehicle: its next junction `junc_q` holds another active vehicle heading more

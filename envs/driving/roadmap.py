@@ -427,6 +427,12 @@ class MapArrays(NamedTuple):
     # stop signs (issue 19): lane point of each stop line (-1 = padding, T >= 1)
     stop_pt: jnp.ndarray  # (T,) int32
     lane_stop: jnp.ndarray  # (L,) bool: the lane starts at a stop-sign stop line (from stop_pt)
+    # lane changes (issue 19, sim.traffic_step): the parallel driving lane beside each
+    # non-junction lane (-1 none) and whether it runs the same way (lane_adjacency)
+    lane_left: jnp.ndarray  # (L,) int32
+    lane_right: jnp.ndarray  # (L,) int32
+    lane_left_same: jnp.ndarray  # (L,) bool
+    lane_right_same: jnp.ndarray  # (L,) bool
 
     @property
     def num_points(self) -> int:
@@ -545,7 +551,39 @@ def _packed(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     lane_stop = np.zeros(n_lanes, bool)
     lane_stop[lane[stop_pt[stop_pt >= 0]]] = True
     return dict(pt_tab=pt_tab, lane_next=lane_next.astype(np.int32),
-                grid_code=grid_code.astype(np.int32), stop_pt=stop_pt, lane_stop=lane_stop)
+                grid_code=grid_code.astype(np.int32), stop_pt=stop_pt, lane_stop=lane_stop,
+                **lane_adjacency(d))
+
+
+def lane_adjacency(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Left / right neighbour lane of every non-junction lane: the lane whose point lies
+    one lane width to that side (within 35% of a width) at 25%, 50% and 75% of the lane,
+    the same lane each time, outside junctions, parallel or antiparallel (|cos| > 0.95).
+    Lanes are built per road section, so a neighbour spans the same stretch."""
+    from scipy.spatial import cKDTree
+
+    xy, yaw, lane, start = d["pt_xy"], d["pt_yaw"], d["pt_lane"], d["lane_start"]
+    width, junc = d["pt_width"], d["pt_junction"]
+    n_lanes = len(start)
+    n_pts = np.diff(np.append(start, len(lane)))
+    tree = cKDTree(xy)
+    out = {}
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        found = np.full((3, n_lanes), -1)
+        same = np.zeros((3, n_lanes), bool)
+        for k, frac in enumerate((0.25, 0.5, 0.75)):
+            p = start + np.minimum((n_pts * frac).astype(int), n_pts - 1)
+            nrm = np.stack([-np.sin(yaw[p]), np.cos(yaw[p])], 1)
+            dist, q = tree.query(xy[p] + sign * width[p, None] * nrm)
+            cos = np.cos(yaw[q] - yaw[p])
+            ok = (dist < 0.35 * width[p]) & (junc[p] < 0) & (junc[q] < 0) & (np.abs(cos) > 0.95)
+            ok &= lane[q] != np.arange(n_lanes)
+            found[k] = np.where(ok, lane[q], -1)
+            same[k] = cos > 0
+        agree = (found[0] == found[1]) & (found[1] == found[2]) & (same[0] == same[2])
+        out[f"lane_{side}"] = np.where(agree, found[1], -1).astype(np.int32)
+        out[f"lane_{side}_same"] = agree & (found[1] >= 0) & same[1]
+    return out
 
 
 def _to_jnp(d: dict[str, np.ndarray]) -> MapArrays:

@@ -42,6 +42,7 @@ from envs.driving.roadmap import (
     SIN,
     SPEED,
     TO_END,
+    WIDTH,
     MapArrays,
     X,
     Y,
@@ -154,11 +155,16 @@ def light_states(m: MapArrays, time_s: jax.Array, group_offset: jax.Array, green
 
 
 # ----------------------------------------------------------------- traffic
-def veh_pose(m: MapArrays, pt: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(centre (..., 2), heading (cos, sin) (..., 2)) of vehicles at lane point + u."""
+def veh_pose(m: MapArrays, pt: jax.Array, u: jax.Array,
+             lat: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(centre (..., 2), heading (cos, sin) (..., 2)) of vehicles at lane point + u, `lat` m
+    left of the lane centre (DrivingState.veh_lat, during lane changes)."""
     row = m.pt_tab[:, X:SIN + 1][pt]  # a 4-column table: a cheaper gather
     cs = row[..., 2:4]
-    return row[..., 0:2] + u[..., None] * cs, cs
+    xy = row[..., 0:2] + u[..., None] * cs
+    if lat is not None:
+        xy = xy + lat[..., None] * jnp.stack([-cs[..., 1], cs[..., 0]], -1)
+    return xy, cs
 
 
 def choice(turn: jax.Array, nsucc: jax.Array) -> jax.Array:
@@ -212,7 +218,9 @@ def idm_accel(v, v0, gap, dv, a_max, b, s0, headway):
 
 
 def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs, ego_v,
-                 ego_row, lights, p, extra_gap: jax.Array | None = None) -> tuple[jax.Array, ...]:
+                 ego_row, lights, p, extra_gap: jax.Array | None = None,
+                 lat: jax.Array | None = None,
+                 step_bits: jax.Array | None = None) -> tuple[jax.Array, ...]:
     """One 0.1 s step of all background vehicles.
 
     Returns (pt, u, v, turn, accel, xy, heading (cos, sin)) after the step.
@@ -221,10 +229,15 @@ def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs,
     gets the geometric test. `ego_row` is the pt_tab row of the ego's nearest
     lane point. `extra_gap` (N,):
     gaps to standing obstacles from envs.driving.road_users (stop signs, walkers), or None.
+    `lat` (N,): lateral offsets from the lane centres (lane changes, see `lane_changes`;
+    needs `step_bits`, a uint32 drawn per step); then the result also ends with the new
+    offsets. None: no lane changes (the step before issue 19).
     """
     row = m.pt_tab[pt]
     cs = row[:, COS:SIN + 1]  # (N, 2) headings
     xy = row[:, X:Y + 1] + u[:, None] * cs
+    if lat is not None:
+        xy = xy + lat[:, None] * jnp.stack([-cs[:, 1], cs[:, 0]], -1)
     lane = row[:, LANE].astype(jnp.int32)
     k = choice(turn, row[:, NSUCC].astype(jnp.int32))
     nl_start = m.lane_next[lane, k]
@@ -244,10 +257,10 @@ def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs,
     cos_e = cs[:, 0] * ego_cs[0] + cs[:, 1] * ego_cs[1]
     d = ego_xy - xy
     lon = jnp.sum(d * cs, -1)
-    lat = cs[:, 0] * d[:, 1] - cs[:, 1] * d[:, 0]
+    lat_e = cs[:, 0] * d[:, 1] - cs[:, 1] * d[:, 0]
     gap_e = jnp.where((e_lane == lane) & (e_s > s_here), e_s - s_here, jnp.inf)
     gap_e = jnp.minimum(gap_e, jnp.where((e_lane == nl) & entering, to_end + e_s, jnp.inf))
-    gap_e = jnp.minimum(gap_e, jnp.where((lon > 0.0) & (jnp.abs(lat) < 1.8) & (cos_e > -0.5),
+    gap_e = jnp.minimum(gap_e, jnp.where((lon > 0.0) & (jnp.abs(lat_e) < 1.8) & (cos_e > -0.5),
                                          lon, jnp.inf))
     ego_leads = gap_e < gap_b
     gap = jnp.minimum(gap_b, gap_e) - VEH_LEN
@@ -281,9 +294,96 @@ def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs,
     v_new = jnp.maximum(v + acc * p.dt, 0.0)
     pt2, u2, turn2 = advance(row, nl_row, pt, u, turn, nl_start, v_new * p.dt)
     pt_out, u_out = jnp.where(active, pt2, pt), jnp.where(active, u2, u)
-    xy_out, cs_out = veh_pose(m, pt_out, u_out)
+    if lat is None:
+        xy_out, cs_out = veh_pose(m, pt_out, u_out)
+        return (pt_out, u_out, jnp.where(active, v_new, 0.0), jnp.where(active, turn2, turn),
+                acc, xy_out, cs_out)
+    # lane-change decisions only when enabled (a real branch unless params are vmapped)
+    pt_out, u_out, lat_out = jax.lax.cond(
+        (p.lc_rate > 0) | (p.cutin_rate > 0),
+        lambda: lane_changes(m, pt, u, v, active, lat, lane, gap_b, ego_row, step_bits, p,
+                             pt_out, u_out),
+        lambda: (pt_out, u_out, slide(lat, active, p)))
+    xy_out, cs_out = veh_pose(m, pt_out, u_out, lat_out)
     return (pt_out, u_out, jnp.where(active, v_new, 0.0), jnp.where(active, turn2, turn), acc,
-            xy_out, cs_out)
+            xy_out, cs_out, lat_out)
+
+
+def beside(m: MapArrays, pt: jax.Array, u: jax.Array, target: jax.Array,
+           same: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(point, u, arc length) on the parallel lane `target` beside lane point `pt` + `u`: the
+    same share of the lane length, counted from the other end when it runs the other way."""
+    row = m.pt_tab[pt]
+    frac = (row[:, S_IN] + u) / jnp.maximum(row[:, S_IN] + row[:, TO_END], 1e-3)
+    start = m.lane_start[jnp.maximum(target, 0)]
+    t_row = m.pt_tab[start]
+    length = t_row[:, TO_END]
+    s_t = jnp.where(same, frac, 1.0 - frac) * length
+    pt_t, u_t = lane_point(start, t_row[:, SEG], length, s_t)
+    return pt_t, u_t, s_t
+
+
+def lane_changes(m: MapArrays, pt, u, v, active, lat, lane, gap_ahead, ego_row, step_bits, p,
+                 pt_new, u_new) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Lane changes of background vehicles to a parallel same-direction lane (MapArrays
+    lane_left / lane_right), decided on the positions at the start of the step and
+    applied to the advanced ones: (pt, u, lateral offset) after the step.
+
+    A vehicle outside junctions, not already changing, that can finish before its lane
+    ends, changes lanes when the gaps on the target lane are safe (bumper gaps ahead
+    > max(lc_gap_min, 0.5 s * v), behind > lc_gap_min + 1 s * v) and
+    * at `lc_rate` per second, when the target lane has > 10 m more room ahead; or
+    * at `cutin_rate` per second, when the ego drives behind on the target lane with a
+      bumper gap in [cutin_gap_min, cutin_gap_max] (a cut-in; the ego's gap is exempt
+      from the safe-gap rule).
+    The vehicle switches lane index at once, keeping its position, and its lateral
+    offset from the new lane centre then shrinks at lc_lat_speed m/s (heading kept
+    along the lane). Lateral positive = left of the heading (+90 degrees).
+    """
+    n = pt.shape[0]
+    row = m.pt_tab[pt]
+    to_end = row[:, TO_END] - u
+    bits = mix32(step_bits ^ (jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9)))
+    pick_right = (bits & 1) > 0
+    left, right = m.lane_left[lane], m.lane_right[lane]
+    ok_l = (left >= 0) & m.lane_left_same[lane]
+    ok_r = (right >= 0) & m.lane_right_same[lane]
+    go_right = ok_r & (~ok_l | pick_right)
+    target = jnp.where(go_right, right, left)
+    width = row[:, WIDTH]
+    duration = width / jnp.maximum(p.lc_lat_speed, 0.1)
+    eligible = (active & (ok_l | ok_r) & (row[:, JUNC] < 0) & (jnp.abs(lat) < 0.05)
+                & (to_end > v * duration + 10.0))
+    pt_t, u_t, s_t = beside(m, pt, u, target, jnp.ones_like(active))
+    ahead, behind = nb.gaps_around(m.pt_tab, pt, u, active, target, s_t, pt_t, u_t)
+    # the ego on the target lane
+    e_lane, e_s = ego_row[LANE].astype(jnp.int32), ego_row[S_IN]
+    ego_there = e_lane == target
+    ego_ahead = jnp.where(ego_there & (e_s > s_t), e_s - s_t, jnp.inf)
+    ego_behind = jnp.where(ego_there & (e_s <= s_t), s_t - e_s, jnp.inf)
+    front_ok = jnp.minimum(ahead, ego_ahead) - VEH_LEN > jnp.maximum(p.lc_gap_min, 0.5 * v)
+    rear_ok = behind - VEH_LEN > p.lc_gap_min + v
+    ego_gap = ego_behind - VEH_LEN
+    r1 = unit_float(mix32(bits ^ jnp.uint32(0x85EBCA6B)))
+    r2 = unit_float(mix32(bits ^ jnp.uint32(0xC2B2AE35)))
+    wish = (r1 < p.lc_rate * p.dt) & (ahead > gap_ahead + 10.0) & (ego_gap - v > p.lc_gap_min)
+    cut_in = ((r2 < p.cutin_rate * p.dt) & (ego_gap >= p.cutin_gap_min)
+              & (ego_gap <= p.cutin_gap_max))
+    change = eligible & front_ok & rear_ok & (wish | cut_in)
+    # apply to the advanced position (cancelled if the vehicle has left the lane meanwhile)
+    change = change & (m.pt_tab[pt_new, LANE].astype(jnp.int32) == lane)
+    pt_c, u_c, _ = beside(m, pt_new, u_new, target, jnp.ones_like(active))
+    old_xy = veh_pose(m, pt_new, u_new)[0]
+    new_xy, new_cs = veh_pose(m, pt_c, u_c)
+    lat_c = to_frame_cs(old_xy - new_xy, new_cs[:, 0], new_cs[:, 1])[:, 1]
+    return (jnp.where(change, pt_c, pt_new), jnp.where(change, u_c, u_new),
+            jnp.where(change, lat_c, slide(lat, active, p)))
+
+
+def slide(lat: jax.Array, active: jax.Array, p) -> jax.Array:
+    """Lateral offsets one step closer to the lane centre (lc_lat_speed m/s)."""
+    step = jnp.minimum(jnp.abs(lat), p.lc_lat_speed * p.dt)
+    return jnp.where(active, lat - jnp.sign(lat) * step, lat)
 
 
 # ----------------------------------------------------------------- ego

@@ -103,3 +103,124 @@ def test_sorted_lookup_equals_all_pairs(n, n_lanes, monkeypatch):
         leaders += int(fin.sum())
         conflicts += int(c0[act].sum())
     assert leaders > 2 * n and conflicts > 0  # the states exercised both searches
+
+
+def _two_lane_road(m, min_len=55.0):
+    """A non-junction lane with a same-direction lane on its left, both >= min_len m."""
+    start = np.asarray(m.lane_start)
+    length = np.asarray(m.pt_to_end)[start]
+    left, same = np.asarray(m.lane_left), np.asarray(m.lane_left_same)
+    ok = np.nonzero(same & (length > min_len) & (length[np.maximum(left, 0)] > min_len))[0]
+    assert len(ok), "the procedural map has no two-lane road"
+    return int(ok[0]), int(left[ok[0]])
+
+
+def _place_ego(st, m, lane, s, v):
+    p = int(m.lane_start[lane]) + int(s)
+    return st._replace(x=m.pt_xy[p, 0], y=m.pt_xy[p, 1], yaw=m.pt_yaw[p], v=jnp.float32(v),
+                       last_xy=m.pt_xy[p])
+
+
+def _cut_in_state(gap, **params):
+    from envs.driving import make_driving
+
+    env, prm = make_driving("quick", max_vehicles=4, num_vehicles=1, **params)
+    m = prm.map
+    lane_a, lane_b = _two_lane_road(m)
+    _, st = env.reset(jax.random.PRNGKey(0), prm)
+    st = _place_ego(st, m, lane_a, 5.0, 6.0)
+    # vehicle 0 beside and ahead on the left lane: `gap` m from the ego's front bumper
+    pt_b, u_b, _ = sim.beside(m, jnp.array([int(m.lane_start[lane_a]) + 5]), jnp.zeros(1),
+                              jnp.array([lane_b]), jnp.array([True]))
+    s_b = float(m.pt_tab[pt_b[0], S_IN] + u_b[0]) + gap + sim.VEH_LEN
+    pt0 = int(m.lane_start[lane_b]) + int(s_b)
+    st = st._replace(veh_pt=st.veh_pt.at[0].set(pt0), veh_u=st.veh_u.at[0].set(s_b % 1.0 * 0),
+                     veh_v=st.veh_v.at[0].set(6.0),
+                     veh_active=jnp.zeros_like(st.veh_active).at[0].set(True))
+    return env, prm, st, lane_a, lane_b
+
+
+def _drive(env, prm, st, steps):
+    step = jax.jit(lambda k, s: env.step(k, s, jnp.array([0.0, 0.0]), prm).state)
+    out = []
+    for i in range(steps):
+        st = step(jax.random.PRNGKey(i), st)
+        out.append(st)
+    return out
+
+
+def test_cut_in_in_front_of_the_ego():
+    env, prm, st, lane_a, _ = _cut_in_state(8.0, cutin_rate=100.0)
+    m = prm.map
+    traj = _drive(env, prm, st, 30)
+    lanes = np.array([int(m.pt_lane[s.veh_pt[0]]) for s in traj])
+    assert lanes[0] == lane_a  # merged into the ego's lane on the first step
+    first = traj[0]
+    lat0 = float(first.veh_lat[0])
+    assert 2.5 < abs(lat0) < 4.5  # still where it was, a lane width beside its new lane
+    # ahead of the ego with a short gap, then sliding over at lc_lat_speed
+    ego_s = float(m.pt_tab[m.lane_start[lane_a] + 5, S_IN]) + float(first.v) * 0.1
+    veh_s = float(m.pt_tab[first.veh_pt[0], S_IN] + first.veh_u[0])
+    assert 4.0 <= veh_s - ego_s - sim.VEH_LEN <= 15.0
+    lats = np.abs([float(s.veh_lat[0]) for s in traj])
+    np.testing.assert_allclose(np.diff(lats[:20]), -prm.lc_lat_speed * prm.dt, atol=1e-4)
+    assert lats[-1] < 0.5
+    # the ego's corridor sees the car once it is within 2.2 m sideways
+    xy = sim.veh_pose(m, traj[-1].veh_pt, traj[-1].veh_u, traj[-1].veh_lat)[0][0]
+    rel = sim.to_frame(xy - jnp.stack([traj[-1].x, traj[-1].y]), traj[-1].yaw)
+    assert float(rel[0]) > 0 and abs(float(rel[1])) < 2.2
+
+
+@pytest.mark.parametrize("gap", [1.0, 25.0])
+def test_no_cut_in_outside_the_gap_window(gap):
+    env, prm, st, _lane_a, lane_b = _cut_in_state(gap, cutin_rate=100.0)
+    traj = _drive(env, prm, st, 10)
+    assert all(int(prm.map.pt_lane[s.veh_pt[0]]) == lane_b for s in traj)
+
+
+def test_lane_changes_off_keep_the_old_step():
+    """Rates 0: the step with lane-change state equals the step without it (issue-19
+    baseline), bit for bit, on random crowded states."""
+    from envs.driving import make_driving
+
+    _, prm = make_driving("quick", max_vehicles=64, num_vehicles=64)
+    m = prm.map
+    rng = np.random.default_rng(3)
+    f = jax.jit(lambda a, lat, bits: sim.traffic_step(
+        m, *a[:4], jnp.ones(64), a[4], m.pt_xy[0], jnp.array([1.0, 0.0]), 5.0, m.pt_tab[0],
+        jnp.zeros(m.light_group.shape[0], jnp.int32), prm, lat=lat, step_bits=bits))
+    g = jax.jit(lambda a: sim.traffic_step(
+        m, *a[:4], jnp.ones(64), a[4], m.pt_xy[0], jnp.array([1.0, 0.0]), 5.0, m.pt_tab[0],
+        jnp.zeros(m.light_group.shape[0], jnp.int32), prm))
+    for i in range(5):
+        a = random_traffic(m, rng, 64, 10)
+        new = f(a, jnp.zeros(64), jnp.uint32(i))
+        old = g(a)
+        for x, y in zip(new[:7], old, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        np.testing.assert_array_equal(np.asarray(new[7]), 0.0)
+
+
+def test_background_lane_changes_move_continuously_to_parallel_lanes():
+    from envs.driving import make_driving
+
+    env, prm = make_driving("quick", max_vehicles=32, num_vehicles=32, lc_rate=0.5)
+    m = prm.map
+    left, right = np.asarray(m.lane_left), np.asarray(m.lane_right)
+    _, st = env.reset(jax.random.PRNGKey(4), prm)
+    step = jax.jit(lambda k, s: env.step(k, s, jnp.array([0.0, -1.0]), prm).state)
+    changes = 0
+    xy = np.asarray(sim.veh_pose(m, st.veh_pt, st.veh_u, st.veh_lat)[0])
+    for i in range(150):
+        st2 = step(jax.random.PRNGKey(i), st)
+        xy2 = np.asarray(sim.veh_pose(m, st2.veh_pt, st2.veh_u, st2.veh_lat)[0])
+        act = np.asarray(st.veh_active)
+        jump = np.linalg.norm(xy2 - xy, axis=1)[act]
+        assert (jump <= np.asarray(st2.veh_v)[act] * 0.1 + 0.2).all()  # no teleporting
+        lane, lane2 = np.asarray(m.pt_lane[st.veh_pt]), np.asarray(m.pt_lane[st2.veh_pt])
+        lat2 = np.asarray(st2.veh_lat)
+        side = act & (lane2 != lane) & (np.abs(lat2) > 1.0)  # a lane change this step
+        assert all(lane2[j] in (left[lane[j]], right[lane[j]]) for j in np.nonzero(side)[0])
+        changes += int(side.sum())
+        st, xy = st2, xy2
+    assert changes > 0
