@@ -119,5 +119,5 @@ def make_driving(preset: str = "quick", *, reward: str = "vector",
     cfg["num_vehicles"] = min(cfg["num_vehicles"], max_vehicles)
     params = DrivingParams(map=m, routes=rb, **cfg)
     if obs_type == "bev":  # the BEV's static map layers, once per map
-        params = params._replace(bev_map=observe.bev_map(m))
+        params = params._replace(bev_map=observe.cached_bev_map(m))
     return env, params

@@ -250,7 +250,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         """Params of the "quick" preset (procedural map, short random routes)."""
         from envs.driving import make_driving
 
-        return make_driving("quick", max_vehicles=self.max_vehicles)[1]
+        return make_driving("quick", max_vehicles=self.max_vehicles, obs_type=self.obs_type)[1]
 
     # ------------------------------------------------------------------ spaces
     def action_space(self, params: DrivingParams | None = None):

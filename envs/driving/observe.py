@@ -194,6 +194,18 @@ def bev_map(m) -> jax.Array:
     return drivable.astype(jnp.int32) | (bq << 1) | (sq << 8) | (line << 16)
 
 
+_BEV_MAPS: dict[int, tuple] = {}
+
+
+def cached_bev_map(m) -> jax.Array:
+    """bev_map(m) once per map object (the map loaders cache their maps, so every
+    make_driving / default_params of one map shares it; ~2 s per build on the CPU)."""
+    hit = _BEV_MAPS.get(id(m))
+    if hit is None or hit[0] is not m:  # the map is kept alive with its layers
+        hit = _BEV_MAPS[id(m)] = (m, jax.block_until_ready(bev_map(m)))
+    return hit[1]
+
+
 def _box_window(view: BevView, rel: jax.Array, rc: jax.Array, rs: jax.Array, hl, hw,
                 radius: float, value: jax.Array, ok: jax.Array, chan: int, nchan: int):
     """Flat indices into an (S, S, nchan) image and values of the pixels whose centres lie
