@@ -436,8 +436,14 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         count_static = counted & (actor >= nv + nw)
         counted = counted & (actor < nv)  # vehicles
         stop_run, lb = rules.run_stop_sign(lb, d_sign_old, d_sign, is_sign, v)
+        # passing a parked car may use the opposite lane: the leaderboard's TwoWays obstacle
+        # scenarios switch the wrong-lane check off from 50 m before the car until 50 m
+        # past it (scenario_runner 94ff3b8 route_obstacles.py:467-516; TRAFFIC, issue 19)
+        d_obst = rb.cum[r, state.obst_ri] - rb.cum[r, prog]
+        passing = jnp.any(state.obst_active & (jnp.abs(d_obst) < 50.0))
         outside_lanes, lb = rules.outside_route_lanes(lb, m.pt_tab, ego_pt, lat_lane,
-                                                      ego_row[WIDTH], ego_dir, gained)
+                                                      ego_row[WIDTH], ego_dir, gained,
+                                                      wrong_active=~passing)
         lb_deviate, lb = rules.in_route_failed(lb, route_dist, gained, rb.length[r],
                                                p.lb_deviation_m, p.lb_deviation_share)
         lb_blocked = still * dt > p.lb_blocked_s

@@ -129,8 +129,13 @@ def run_stop_sign(s: LeaderboardState, d_old: jax.Array, d_new: jax.Array, is_si
 
 def outside_route_lanes(s: LeaderboardState, pt_tab: jax.Array, ego_pt: jax.Array,
                         lat_lane: jax.Array, width: jax.Array, ego_cs: jax.Array,
-                        gained: jax.Array) -> tuple[jax.Array, LeaderboardState]:
+                        gained: jax.Array, wrong_active: jax.Array | bool = True,
+                        ) -> tuple[jax.Array, LeaderboardState]:
     """OutsideRouteLanesTest for one step: (outside or on a wrong lane now, memory).
+
+    `wrong_active` False: the wrong-lane state is tracked but not counted, as while a
+    scenario has sent SwitchWrongDirectionTest(False) (AC:1045-1051; leaderboard 2.0's
+    *TwoWays obstacle scenarios, e.g. srunner/scenarios/route_obstacles.py:505-516).
 
     `ego_pt` is the nearest lane point (any lane), `lat_lane` the ego's lateral
     offset from it, `width` its lane width, `gained` the route metres passed.
@@ -147,7 +152,7 @@ def outside_route_lanes(s: LeaderboardState, pt_tab: jax.Array, ego_pt: jax.Arra
     wrong = jnp.where(in_junction, False,
                       jnp.where(changed, jnp.where(last[JUNC] >= 0, wrong_exit,
                                                    s.wrong_lane ^ flip), s.wrong_lane))
-    bad = outside | wrong
+    bad = outside | (wrong & wrong_active)
     s = s._replace(wrong_lane=wrong, last_pt=ego_pt.astype(jnp.int32),
                    driven=s.driven + gained, outside=s.outside + jnp.where(bad, gained, 0.0))
     return bad, s

@@ -224,3 +224,52 @@ def test_background_lane_changes_move_continuously_to_parallel_lanes():
         changes += int(side.sum())
         st, xy = st2, xy2
     assert changes > 0
+
+
+def _parked_car_on_route(left_same: bool):
+    """Route, start index and parked-car index (20 m ahead) of the first stretch of a quick
+    route that stays 45 m on one lane whose left neighbour runs the same way (or the
+    opposite way)."""
+    from envs.driving import make_driving
+
+    env, prm = make_driving("quick", num_vehicles=0, num_obstacles=1, episode_end="leaderboard")
+    m, rb = prm.map, prm.routes
+    lane = np.asarray(m.pt_lane)[np.asarray(rb.pt)]
+    left, same = np.asarray(m.lane_left)[lane], np.asarray(m.lane_left_same)[lane]
+    want = (left >= 0) & (same == left_same)
+    for r in range(rb.num_routes):
+        for i in range(5, int(rb.num[r]) - 80):
+            if want[r, i] and (lane[r, i:i + 45] == lane[r, i]).all():
+                return env, prm, r, i, i + 20
+    pytest.skip("no such stretch on the quick routes")
+
+
+@pytest.mark.parametrize("left_same", [True, False])
+def test_expert_changes_lanes_to_pass_a_parked_car(left_same):
+    """A parked car centred in the ego's lane (obst_* fields): the expert's route planner
+    (env.parked_offset) moves into the lane on its left, passes without touching it and
+    comes back, with no leaderboard infraction."""
+    from envs.driving import expert_policy
+
+    env, prm, r, i, ri = _parked_car_on_route(left_same)
+    m, rb = prm.map, prm.routes
+    _, st = env.reset_to_route(jax.random.PRNGKey(0), prm, r)
+    st = st._replace(x=rb.xy[r, i, 0], y=rb.xy[r, i, 1], yaw=rb.yaw[r, i], prog=jnp.int32(i),
+                     v=jnp.float32(6.0), last_xy=rb.xy[r, i],
+                     obst_xy=rb.xy[r, ri][None], obst_yaw=rb.yaw[r, ri][None],
+                     obst_active=jnp.ones(1, bool), obst_ri=jnp.array([ri], jnp.int32),
+                     obst_q=jnp.zeros(1, jnp.float32))
+    step = jax.jit(lambda k, s: env.step(k, s, expert_policy(s, prm), prm))
+    own = int(m.pt_lane[rb.pt[r, i]])
+    lanes = []
+    for t in range(150):
+        res = step(jax.random.PRNGKey(t), st)
+        st = res.state
+        assert not bool(res.info["infractions"]["collision_static"])
+        lanes.append(int(m.pt_lane[sim.grid_lookup(m, jnp.stack([st.x, st.y]))[0]]))
+    assert int(st.prog) > ri + 15  # passed it
+    assert int(m.lane_left[own]) in lanes  # on the lane beside it meanwhile
+    assert lanes[-1] != int(m.lane_left[own])  # and back on the route lanes after it
+    # no leaderboard infraction: the opposite lane is lawful while passing (TwoWays rule)
+    metrics = res.info["episode_metrics"]
+    assert float(metrics["infraction_score"]) == 1.0 and float(metrics["outside_lanes"]) == 0.0
