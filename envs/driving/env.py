@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from envs.driving import observe, rewards, road_users, rules, sim
+from envs.driving import observe, passing, rewards, road_users, rules, sim
 from envs.driving.roadmap import COS, JUNC, LANE, SIN, WIDTH, MapArrays, X, Y
 from envs.driving.routes import RouteBank
 from mo_rl.env import Env, StepResult
@@ -744,4 +744,18 @@ def expert_policy(state: DrivingState, params: DrivingParams, vmax: float = 10.0
     limit = jnp.min(m.pt_speed[rb.pt[r, ahead]])  # slow down before a lower limit
     v_target = jnp.minimum(jnp.minimum(limit - 1.0, v_curve), hazard_speed(state, params))
     v_target = jnp.minimum(v_target, vmax)
-    return pursuit(state, params, parked_offset(state, params), jnp.maximum(v_target, 0.0))
+    # pull out past a parked car only when the lane beside is clear of oncoming traffic,
+    # else wait behind it (envs.driving.passing; TRAFFIC, issue 19)
+    offset = parked_offset(state, params)
+    d = rb.cum[r, state.obst_ri] - rb.cum[r, state.prog]
+    d_next = jnp.min(jnp.where(state.obst_active & (d > 0) & (d < 25.0), d, jnp.inf),
+                     initial=jnp.inf)
+    ego_xy = jnp.stack([state.x, state.y])
+    pulled = sim.to_frame(ego_xy - rb.xy[r, state.prog], rb.yaw[r, state.prog])[1]
+    veh_xy = sim.veh_pose(m, state.veh_pt, state.veh_u, state.veh_lat)[0]
+    ahead_pts = rb.pt[r, jnp.minimum(state.prog + jnp.arange(0, 120, 5), rb.num[r] - 1)]
+    clear = passing.oncoming_clear(m, ahead_pts, ego_xy, state.yaw, state.v, state.veh_pt,
+                                   veh_xy, state.veh_v, state.veh_active, d_next)
+    go = clear | (pulled > passing.COMMITTED_M) | (offset < passing.COMMITTED_M)
+    v_target = jnp.where(go, v_target, jnp.minimum(v_target, passing.wait_speed(d_next)))
+    return pursuit(state, params, jnp.where(go, offset, 0.0), jnp.maximum(v_target, 0.0))

@@ -273,3 +273,42 @@ def test_expert_changes_lanes_to_pass_a_parked_car(left_same):
     # no leaderboard infraction: the opposite lane is lawful while passing (TwoWays rule)
     metrics = res.info["episode_metrics"]
     assert float(metrics["infraction_score"]) == 1.0 and float(metrics["outside_lanes"]) == 0.0
+
+
+def test_expert_waits_for_oncoming_traffic_before_passing_on_the_opposite_lane():
+    """Same parked car, single lane each way, an oncoming car on the opposite lane: the
+    expert waits behind the parked car until the oncoming one has gone by, then passes;
+    no collision of any kind."""
+    from envs.driving import expert_policy
+
+    env, prm, r, i, ri = _parked_car_on_route(False)
+    m, rb = prm.map, prm.routes
+    own = int(m.pt_lane[rb.pt[r, i]])
+    opp = int(m.lane_left[own])
+    _, st = env.reset_to_route(jax.random.PRNGKey(0), prm, r)
+    # the oncoming car beside route point ri + 25, heading towards the ego at 7 m/s
+    pt_o, u_o, _ = sim.beside(m, rb.pt[r, ri + 25][None], jnp.zeros(1), jnp.array([opp]),
+                              jnp.array([False]))
+    st = st._replace(x=rb.xy[r, i, 0], y=rb.xy[r, i, 1], yaw=rb.yaw[r, i], prog=jnp.int32(i),
+                     v=jnp.float32(6.0), last_xy=rb.xy[r, i],
+                     obst_xy=rb.xy[r, ri][None], obst_yaw=rb.yaw[r, ri][None],
+                     obst_active=jnp.ones(1, bool), obst_ri=jnp.array([ri], jnp.int32),
+                     obst_q=jnp.zeros(1, jnp.float32),
+                     veh_pt=st.veh_pt.at[0].set(pt_o[0]), veh_u=st.veh_u.at[0].set(u_o[0]),
+                     veh_v=st.veh_v.at[0].set(7.0), veh_vf=st.veh_vf.at[0].set(1.0),
+                     veh_active=jnp.zeros_like(st.veh_active).at[0].set(True))
+    step = jax.jit(lambda k, s: env.step(k, s, expert_policy(s, prm), prm))
+    on_opp = []
+    for t in range(200):
+        res = step(jax.random.PRNGKey(t), st)
+        st = res.state
+        inf = res.info["infractions"]
+        assert not bool(inf["collision"]) and not bool(inf["collision_static"])
+        ego_lane = int(m.pt_lane[sim.grid_lookup(m, jnp.stack([st.x, st.y]))[0]])
+        veh = sim.veh_pose(m, st.veh_pt, st.veh_u, st.veh_lat)[0][0]
+        ahead = float(sim.to_frame(veh - jnp.stack([st.x, st.y]), st.yaw)[0])
+        on_opp.append((ego_lane == opp, ahead))
+    assert int(st.prog) > ri + 15  # passed the parked car in the end
+    # never on the opposite lane while the oncoming car was still ahead of the ego
+    assert not any(o and a > 0 for o, a in on_opp)
+    assert any(o for o, _ in on_opp)
