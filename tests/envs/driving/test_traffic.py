@@ -105,6 +105,32 @@ def test_sorted_lookup_equals_all_pairs(n, n_lanes, monkeypatch):
     assert leaders > 2 * n and conflicts > 0  # the states exercised both searches
 
 
+def test_gaps_around_sorted_equals_masks(monkeypatch):
+    """The lane-change gap query: sorted neighbours (> ALL_PAIRS_MAX vehicles) equal the
+    masks on random crowded states and random query points."""
+    m, _ = load_procedural_map(0)
+    rng = np.random.default_rng(7)
+
+    def gaps(a, q_pt, q_u):
+        row = m.pt_tab[q_pt]
+        return nb.gaps_around(m.pt_tab, a[0], a[1], a[4], row[:, LANE].astype(jnp.int32),
+                              row[:, S_IN] + q_u, q_pt, q_u)
+
+    found = 0
+    for _ in range(10):
+        a = random_traffic(m, rng, 64, 6)
+        q_pt = a[0][jnp.asarray(rng.permutation(64))]  # query on lanes that hold vehicles
+        q_u = jnp.asarray(rng.uniform(0, 1, 64) * np.asarray(m.pt_seg_len)[np.asarray(q_pt)],
+                          jnp.float32)
+        monkeypatch.setattr(nb, "ALL_PAIRS_MAX", 1 << 30)
+        ref = gaps(a, q_pt, q_u)
+        monkeypatch.setattr(nb, "ALL_PAIRS_MAX", 4)
+        for x, y in zip(gaps(a, q_pt, q_u), ref, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        found += int(np.isfinite(np.asarray(ref[0])).sum())
+    assert found > 100
+
+
 def _two_lane_road(m, min_len=55.0):
     """A non-junction lane with a same-direction lane on its left, both >= min_len m."""
     start = np.asarray(m.lane_start)
