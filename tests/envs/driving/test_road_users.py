@@ -172,6 +172,32 @@ def test_town01_has_no_stop_signs():
     assert not np.asarray(params.routes.sign).any()
 
 
+@needs_town01
+def test_opendrive_stop_signs_control_the_connectors_after_them():
+    """Town01 with one traffic light (signal 362) retyped as a stop sign (206): the
+    connectors that light controlled become stop-sign lanes and nothing else changes."""
+    import re
+    import warnings
+
+    from envs.driving import find_carla_file
+    from envs.driving.roadmap import carla_network, load_carla_map
+
+    path = find_carla_file("Town01.xodr")
+    text = path.read_text()
+    new, n = re.subn(r'(<signal name="Signal_3Light_Post01" id="362"[^>]*?)type="1000001"',
+                     r'\1type="206"', text)
+    assert n == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net0 = load_carla_map(str(path))[1]
+        net = carla_network(new, "Town01-stop")
+    was_lit = [i for i, (a, b) in enumerate(zip(net0.lane_light, net.lane_light, strict=True))
+               if a >= 0 and b < 0]
+    assert len(was_lit) == 2 and was_lit == [i for i, on in enumerate(net.lane_stop) if on]
+    assert all(net.lanes[i].junction >= 0 for i in was_lit)
+    assert not any(net0.lane_stop)
+
+
 def test_stop_sign_run_is_detected():
     env, params, st, _route, _line = _before_stop_sign()
     out = _drive(env, params, st, lambda s: jnp.stack([pursuit(s, params, 0.0, 6.0)[0], 0.0]),
