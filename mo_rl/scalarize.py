@@ -54,6 +54,14 @@ def lexicographic(spec: RewardSpec, resolution: float = 1e-2) -> Scalarizer:
 
     Needs finite bounds in the RewardSpec (they set the lower levels' ranges).
     """
+    w_j = jnp.asarray(lexicographic_weights(spec, resolution) * spec.sign, jnp.float32)
+    return lambda r: jnp.sum(r * w_j, axis=-1)
+
+
+def lexicographic_weights(spec: RewardSpec, resolution: float = 1e-2) -> np.ndarray:
+    """The (unsigned) per-component weights of `lexicographic`: the lowest level weighs 1,
+    each higher level (range of everything below) / resolution. Divide by the largest to
+    give a learner rewards of the top level's scale (same argmax, same preference)."""
     low, high = np.asarray(spec.low), np.asarray(spec.high)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise ValueError(
@@ -69,8 +77,7 @@ def lexicographic(spec: RewardSpec, resolution: float = 1e-2) -> Scalarizer:
         level_w = 1.0 if below == 0.0 else (below / resolution) * (1.0 + 1e-6)
         w[list(members)] = level_w
         below += level_w * float(np.sum(ranges[list(members)]))
-    w_j = jnp.asarray(w * spec.sign, jnp.float32)
-    return lambda r: jnp.sum(r * w_j, axis=-1)
+    return w
 
 
 def carl(spec: RewardSpec, progress: str = "progress", factors: Sequence[str] = ()) -> Scalarizer:
