@@ -60,7 +60,7 @@ class CarlaOptions:
 def carla_args(argv: Sequence[str]) -> tuple[CarlaOptions | None, list[str]]:
     """(options, the rest of argv) when `--env carla` is given, else (None, argv); the
     CARLA flags without `--env carla` are an error."""
-    ap = argparse.ArgumentParser(add_help=False)
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # the study's flags pass
     ap.add_argument("--env", choices=("jax", "carla"), default="jax")
     d = CarlaOptions()
     for name in ("host", "port", "town", "routes", "out"):
