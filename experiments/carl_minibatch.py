@@ -55,7 +55,7 @@ from agents.ppo import PPOConfig, make_agent
 from mo_rl import stats
 from mo_rl.config import check, check_positive, cli, load_config, save_config
 from mo_rl.results import code_version, device_info, write_study_provenance
-from mo_rl.runner import env_identity, run, study_identity
+from mo_rl.runner import env_identity, run, run_timing, study_identity
 
 STUDY = "carl_minibatch"
 REWARDS = ("carl", "roach")
@@ -336,11 +336,8 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
                   table_metrics=list(TABLE_METRICS), title=f"{STUDY} / {label}",
                   identity={"env": env_identity(env, params), "study": study_id})
         kinds.append(res.info["kind"])
-        timings[label] = {"wall_s": round(time.perf_counter() - t0, 1), **{
-            k: res.info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
-        if res.info["resumed_from_chunk"] == cfg.num_chunks and label in old_runs:
-            timings[label] = {**old_runs[label],
-                              "re_evaluated_wall_s": timings[label]["wall_s"]}
+        timings[label] = run_timing(res.info, time.perf_counter() - t0, cfg.num_chunks,
+                                    old_runs.get(label))
         frames.append(res.metrics.assign(reward=reward, minibatch_size=mb, update_epochs=ep))
     df = pd.concat(frames, ignore_index=True)
     keys = ["reward", "minibatch_size", "update_epochs"]

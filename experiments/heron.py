@@ -53,7 +53,7 @@ from mo_rl import stats
 from mo_rl.config import check, check_positive, cli, load_config, save_config
 from mo_rl.results import code_version, device_info, write_study_provenance
 from mo_rl.reward_model import RewardModelConfig
-from mo_rl.runner import env_identity, run, study_identity
+from mo_rl.runner import env_identity, run, run_timing, study_identity
 
 STUDY = "heron"
 METHODS = ("heron", "rlhf_sum", "linear")
@@ -407,11 +407,8 @@ def run_study(cfg: HeronStudyConfig) -> pd.DataFrame:
                       identity={"env": env_identity(env, params), "study": study_id,
                                 "method": method})
             kinds.append(res.info["kind"])
-            timings[label] = {"wall_s": round(time.perf_counter() - t0, 1), **{
-                k: res.info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
-            if res.info["resumed_from_chunk"] == cfg.num_chunks and label in old_runs:
-                timings[label] = {**old_runs[label],
-                                  "re_evaluated_wall_s": timings[label]["wall_s"]}
+            timings[label] = run_timing(res.info, time.perf_counter() - t0, cfg.num_chunks,
+                                        old_runs.get(label))
             df = res.metrics
             if "b" not in df.columns:
                 df = df.assign(b=np.nan)

@@ -237,6 +237,18 @@ def _label(v: Any) -> Any:
     return v if np.ndim(v) == 0 else json.dumps(np.asarray(v).tolist())
 
 
+def run_timing(info: Mapping[str, Any], wall_s: float, num_chunks: int,
+               previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A study's timings.json entry for one `run`: wall, compile and train time and speed.
+    A run that was complete and only re-evaluated keeps its training entry (`previous`)
+    and adds the re-evaluation's wall time, so resuming never overwrites training times."""
+    t = {"wall_s": round(wall_s, 1),
+         **{k: info[k] for k in ("compile_s", "train_s", "steps_per_s")}}
+    if info["resumed_from_chunk"] == num_chunks and previous is not None:
+        return {**previous, "re_evaluated_wall_s": t["wall_s"]}
+    return t
+
+
 def run(
     make_agent: Callable[[Any], Agent] | Agent,
     config: Any,
