@@ -54,40 +54,17 @@ def bench_jax(game: str, batch: int, steps_total: int) -> dict:
     import jax
 
     import envs
+    from mo_rl.bench import env_steps_per_s
     from mo_rl.wrappers import AutoReset
 
     env, params = envs.make(game)
     env = AutoReset(env)
     high = params.endowment[:, None]
     t_len = int(max(10, min(2000, steps_total // batch)))
-
-    def run(key, state):
-        def body(st, k):
-            ka, ks = jax.random.split(k)
-            acts = jax.random.uniform(ka, (batch, *high.shape)) * high
-            r = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(ks, batch), st, acts,
-                                                    params)
-            # use the observation, or XLA drops its computation as dead code
-            return r.state, r.reward.sum() + r.obs.mean()
-
-        st, rs = jax.lax.scan(body, state, jax.random.split(key, t_len))
-        return st, rs.sum()
-
-    _, state = jax.jit(jax.vmap(env.reset, (0, None)))(
-        jax.random.split(jax.random.key(0), batch), params)
-    t0 = time.perf_counter()
-    compiled = jax.jit(run).lower(jax.random.key(1), state).compile()
-    compile_s = time.perf_counter() - t0
-    st, tot = compiled(jax.random.key(1), state)  # warm-up
-    jax.block_until_ready(tot)
-    reps, t0 = 0, time.perf_counter()
-    while reps < 2 or time.perf_counter() - t0 < 2.0:
-        st, tot = compiled(jax.random.key(2 + reps), st)
-        jax.block_until_ready(tot)
-        reps += 1
-    dt = time.perf_counter() - t0
-    return dict(game=game, batch=batch, compile_s=compile_s,
-                steps_per_s=reps * t_len * batch / dt)
+    r = env_steps_per_s(env, params, batch, t_len,
+                        lambda k, n: jax.random.uniform(k, (n, *high.shape)) * high)
+    return dict(game=game, batch=batch, compile_s=r["compile_s"],
+                steps_per_s=r["steps_per_s"])
 
 
 def bench_marl(game: str, algo: str, seeds: int, num_envs: int, updates: int) -> dict:

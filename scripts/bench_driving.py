@@ -8,8 +8,8 @@ by side in the same process, and every ratio is ours / highway-env at equal dt.
 Ours: steps/s of jit(scan(vmap(AutoReset(env).step))) with random continuous actions, at
 several batch sizes, compile time apart, for
   1. the vector observation, road users off and on (ROAD_USERS: walkers, parked cars,
-     stop signs, plus background lane changes where DrivingParams has a lane_change*
-     switch) at their default density;
+     stop signs) at their default density, plus background lane changes and cut-ins
+     (LANE_CHANGES);
   2. the BEV observation (raster + measurements), road users off and on;
   3. the cost of each addition alone (vector obs, --additions-batch);
   4. the scaling curve over road users (--sweep: n vehicles; n/2 vehicles + n/2 walkers).
@@ -24,10 +24,6 @@ cannot drop it as dead code.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,20 +31,17 @@ import jax
 import jax.numpy as jnp
 
 import mo_rl  # noqa: F401  (XLA flags before JAX starts)
-from envs.driving import ROAD_USERS, DrivingParams, make_driving
+from envs.driving import ROAD_USERS, make_driving
+from mo_rl.bench import env_steps_per_s
+from mo_rl.results import bench_header
 from mo_rl.wrappers import AutoReset
 
 ROOT = Path(__file__).resolve().parents[1]
-# background lane changes / cut-ins: switched on by any DrivingParams field named lane_change*
-LANE_CHANGES = {k: True for k in DrivingParams._fields if k.startswith("lane_change")}
+# background lane changes / cut-ins (DrivingParams lc_rate, cutin_rate: 0 by default and in
+# ROAD_USERS); the bench switches them on at these rates (1/s per vehicle). Earlier versions
+# looked for lane_change* fields that never existed: their files ran without lane changes.
+LANE_CHANGES = {"lc_rate": 0.05, "cutin_rate": 0.02}
 ALL_ON = {**ROAD_USERS, **LANE_CHANGES}
-
-
-def code_version() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout
-    dirty = " (dirty tree)" if git("status", "--porcelain", "--untracked-files=no").strip() else ""
-    return git("rev-parse", "HEAD").strip() + dirty
 
 
 def _touch(obs) -> jax.Array:
@@ -72,32 +65,10 @@ def bench_jax(batch: int, obs_type: str, vehicles: int, preset: str, steps_total
     env = AutoReset(env)
     space = env.action_space(params)
     t_len = int(max(10, min(1000, steps_total // batch)))
-
-    def run(key, state):
-        def body(st, k):
-            ka, ks = jax.random.split(k)
-            acts = jax.vmap(space.sample)(jax.random.split(ka, batch))
-            r = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(ks, batch), st, acts,
-                                                    params)
-            return r.state, r.reward.sum() + _touch(r.obs)
-        st, rs = jax.lax.scan(body, state, jax.random.split(key, t_len))
-        return st, rs.sum()
-
-    _, state = jax.jit(jax.vmap(env.reset, (0, None)))(
-        jax.random.split(jax.random.PRNGKey(0), batch), params)
-    t0 = time.perf_counter()
-    compiled = jax.jit(run).lower(jax.random.PRNGKey(1), state).compile()
-    compile_s = time.perf_counter() - t0
-    st, tot = compiled(jax.random.PRNGKey(1), state)  # warm-up
-    jax.block_until_ready(tot)
-    reps, t0 = 0, time.perf_counter()
-    while reps < 2 or time.perf_counter() - t0 < 3.0:
-        st, tot = compiled(jax.random.PRNGKey(2 + reps), st)
-        jax.block_until_ready(tot)
-        reps += 1
-    dt = time.perf_counter() - t0
-    return dict(batch=batch, obs=obs_type, compile_s=compile_s,
-                steps_per_s=batch * t_len * reps / dt, scan_len=t_len)
+    r = env_steps_per_s(env, params, batch, t_len,
+                        lambda k, n: jax.vmap(space.sample)(jax.random.split(k, n)),
+                        seconds=3.0, touch=_touch)
+    return dict(batch=batch, obs=obs_type, **r)
 
 
 def bench_highway(vehicles: int, seconds: float) -> float:
@@ -146,12 +117,8 @@ def main() -> None:
                          "(batch = the first of --batches)")
     args = ap.parse_args()
 
-    print(f"# command: python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}")
-    print(f"# code: {code_version()}")
-    dev = jax.devices()[0]
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"# device: {platform.node()}, {os.cpu_count()} CPU cores, jax {jax.__version__} on "
-          f"{dev.platform} ({dev.device_kind}); {now}")
+    print("\n".join(f"# {line}" for line in bench_header(extra=f"; {now}")))
 
     if args.vehicles_sweep:
         base = None
@@ -168,7 +135,7 @@ def main() -> None:
     if hw is not None:
         print(f"\nhighway-env highway-v0, vehicles_count={args.vehicles}, policy_frequency = "
               f"simulation_frequency = 10 (0.1 s per step): {hw:,.1f} steps/s")
-    lc = ", ".join(LANE_CHANGES) or "no lane_change* switch in this code version"
+    lc = ", ".join(f"{k}={v}" for k, v in LANE_CHANGES.items())
     print(f"\nDrivingEnv preset={args.preset}, {args.vehicles} background vehicles, 0.1 s per "
           f"step, AutoReset, random continuous actions; road users on = {ROAD_USERS} + lane "
           f"changes ({lc})")

@@ -14,15 +14,14 @@ relative to the first count: <= 1 means the step grows at most linearly.
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 
 import jax
-import jax.numpy as jnp
 
 import mo_rl  # noqa: F401  (XLA flags before JAX starts)
 from envs.driving import make_driving
 from envs.driving import neighbours as nb
+from mo_rl.bench import env_steps_per_s
+from mo_rl.results import bench_header
 from mo_rl.wrappers import AutoReset
 
 
@@ -31,31 +30,10 @@ def steps_per_s(batch: int, vehicles: int, preset: str, seconds: float) -> tuple
     env, params = make_driving(preset, max_vehicles=vehicles, num_vehicles=vehicles)
     env = AutoReset(env)
     space = env.action_space(params)
-    t_len = 50
-
-    def run(key, state):
-        def body(st, k):
-            ka, ks = jax.random.split(k)
-            acts = jax.vmap(space.sample)(jax.random.split(ka, batch))
-            r = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(ks, batch), st, acts,
-                                                    params)
-            return r.state, r.reward.sum() + r.obs.astype(jnp.float32).mean()
-        st, rs = jax.lax.scan(body, state, jax.random.split(key, t_len))
-        return st, rs.sum()
-
-    _, state = jax.jit(jax.vmap(env.reset, (0, None)))(
-        jax.random.split(jax.random.PRNGKey(0), batch), params)
-    t0 = time.perf_counter()
-    compiled = jax.jit(run).lower(jax.random.PRNGKey(1), state).compile()
-    compile_s = time.perf_counter() - t0
-    st, tot = compiled(jax.random.PRNGKey(1), state)
-    jax.block_until_ready(tot)
-    reps, t0 = 0, time.perf_counter()
-    while reps < 2 or time.perf_counter() - t0 < seconds:
-        st, tot = compiled(jax.random.PRNGKey(2 + reps), st)
-        jax.block_until_ready(tot)
-        reps += 1
-    return batch * t_len * reps / (time.perf_counter() - t0), compile_s
+    r = env_steps_per_s(env, params, batch, 50,
+                        lambda k, n: jax.vmap(space.sample)(jax.random.split(k, n)),
+                        seconds=seconds)
+    return r["steps_per_s"], r["compile_s"]
 
 
 def main() -> None:
@@ -65,8 +43,8 @@ def main() -> None:
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per row")
     args = ap.parse_args()
-    print(f"host: {platform.node()} {jax.devices()[0].platform} ({jax.devices()[0].device_kind});"
-          f" jax {jax.__version__}; preset {args.preset}, batch {args.batch}, vector obs")
+    print("\n".join(bench_header()))
+    print(f"preset {args.preset}, batch {args.batch}, vector obs")
     print(f"{'vehicles':>8} {'sorted steps/s':>15} {'all-pairs':>12} {'ratio':>6} "
           f"{'cost/veh sorted':>16} {'all-pairs':>10} {'compile s':>10}")
     base = {}
