@@ -346,6 +346,7 @@ def td_targets(
     truncated: jax.Array,
     next_obs: Any,
     gamma: float,
+    discard: jax.Array | None = None,
 ) -> jax.Array:
     """Target samples (M, Bt, K, N') for the first transition of each n-step window.
 
@@ -355,8 +356,14 @@ def td_targets(
     step's final observation. a* = select(online_q(s')) (double DQN: the online net
     selects; for Pr-IQN the optimal subset's greedy action), evaluated by
     target_q(s') (M, Bt, K, A, N'): target_k = G_k + gamma^(d+1) Z_k^target(s', a*)
-    for every objective k.
+    for every objective k. `discard` (Bt, n) marks steps that are not real transitions
+    (info["discard"]): a window is cut before its first discarded step and bootstraps
+    from the observation that step started from, as at a truncation (the caller gives
+    windows that START at a discarded step zero weight: `window_weights`).
     """
+    if discard is not None:
+        cut = jnp.concatenate([discard[:, 1:], jnp.zeros_like(discard[:, :1])], axis=1)
+        truncated = truncated | cut
     ret, disc, last = jax.vmap(nstep_return, in_axes=(0, 0, 0, None))(
         rewards, terminated, truncated, gamma)
     boot_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), last], next_obs)
@@ -374,6 +381,24 @@ def quantile_td_loss(z: jax.Array, tau: jax.Array, targets: jax.Array, kappa: fl
     if weights is None:
         return jnp.mean(per)
     return jnp.sum(weights * per) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def reports_discard(venv: Any, env_state: Any, env_params: Any, num_envs: int) -> bool:
+    """Whether the (batched) env's step info carries "discard" (traced, not run), so the
+    replay stores that flag only for envs that report it."""
+    probe = jax.eval_shape(lambda s: venv.step(
+        jax.random.split(jax.random.PRNGKey(0), num_envs), s,
+        jnp.zeros((num_envs,), jnp.int32), env_params), env_state)
+    return "discard" in probe.info
+
+
+def window_weights(weights: jax.Array | None, discard: jax.Array | None) -> jax.Array | None:
+    """Loss weights (..., Bt) of n-step windows: 0 where the window's first step is
+    discarded (not a real transition), times any other weights (bootstrap masks)."""
+    if discard is None:
+        return weights
+    keep = 1.0 - discard[..., 0].astype(jnp.float32)
+    return keep if weights is None else weights * keep
 
 
 def member_targets(samples: jax.Array, mode: str) -> jax.Array:
@@ -468,7 +493,9 @@ def make_agent(config: IQNConfig, env, env_params, reward_hook: RewardHook | Non
             obs=jax.tree.map(lambda x: x[0], obs), action=jnp.int32(0),
             reward=jnp.zeros((len(spec),), jnp.float32), terminated=jnp.array(False),
             truncated=jnp.array(False), next_obs=jax.tree.map(lambda x: x[0], obs),
-            mask=jnp.ones((members,), jnp.float32) if diversity == "bootstrap" else None)
+            mask=jnp.ones((members,), jnp.float32) if diversity == "bootstrap" else None,
+            discard=jnp.array(False) if reports_discard(venv, env_state, env_params,
+                                                        cfg.num_envs) else None)
         return IQNState(params=params, target_params=params,
                         opt_state=per_member(tx.init)(params), env_state=env_state, obs=obs,
                         replay=replay.init(example), key=k_state, env_steps=jnp.int32(0),
@@ -491,7 +518,8 @@ def make_agent(config: IQNConfig, env, env_params, reward_hook: RewardHook | Non
                      reward_hook.reward(state.hook, batch.obs, batch.action,
                                         batch.reward)[..., None]),
             terminated=batch.terminated,
-            truncated=batch.truncated, next_obs=batch.next_obs, gamma=cfg.gamma)
+            truncated=batch.truncated, next_obs=batch.next_obs, gamma=cfg.gamma,
+            discard=batch.discard)
 
     def loss_fn(params, obs, actions, targets, tau, weights):
         z = jax.vmap(net.apply, in_axes=(None, 0, 0))(params, obs, tau)  # (Bt, K, A, N)
@@ -507,13 +535,14 @@ def make_agent(config: IQNConfig, env, env_params, reward_hook: RewardHook | Non
             targets = jax.vmap(lambda s, m: member_targets(s, cfg.ensemble_target)[m])(
                 samples, jnp.arange(members))  # (M, Bt, K, T)
             obs0 = jax.tree.map(lambda x: x[:, :, 0], batch.obs)
-            a0, weights = batch.action[:, :, 0], None
+            a0, weights = batch.action[:, :, 0], window_weights(None, batch.discard)
         else:  # one shared batch
             batch = replay.sample(state.replay, k_sample)
             targets = member_targets(batch_targets(state, batch, k_tgt), cfg.ensemble_target)
             obs0 = jax.tree.map(lambda x: x[:, 0], batch.obs)
             a0 = batch.action[:, 0]
             weights = batch.mask[:, 0].T if diversity == "bootstrap" else None  # (M, Bt)
+            weights = window_weights(weights, batch.discard)
         bt = batch.action.shape[-2]
         if ens:
             in_axes = (0, 0 if diversity == "minibatch" else None,
@@ -526,7 +555,7 @@ def make_agent(config: IQNConfig, env, env_params, reward_hook: RewardHook | Non
         else:
             taus = jax.random.uniform(k_tau, (bt, cfg.num_tau))
             (loss, qmean), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, obs0, a0, targets[0], taus, None)
+                state.params, obs0, a0, targets[0], taus, weights)
         updates, opt_state = per_member(tx.update)(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_steps = state.grad_steps + 1
@@ -552,7 +581,8 @@ def make_agent(config: IQNConfig, env, env_params, reward_hook: RewardHook | Non
                 if diversity == "bootstrap" else None)
         trans = Transition(obs=state.obs, action=action, reward=res.reward.astype(jnp.float32),
                            terminated=res.terminated, truncated=res.truncated,
-                           next_obs=res.info["final_obs"], mask=mask)
+                           next_obs=res.info["final_obs"], mask=mask,
+                           discard=res.info.get("discard"))
         done = res.info["returned_episode"]
         out = {"trans": trans, "done": done, "ret": res.info["returned_episode_returns"],
                "len": res.info["returned_episode_lengths"].astype(jnp.float32),

@@ -357,15 +357,16 @@ def normalize(x: jax.Array) -> jax.Array:
 
 def ppo_targets(reward: jax.Array, value: jax.Array, last_value: jax.Array,
                 final_value: jax.Array, terminated: jax.Array, truncated: jax.Array,
-                gamma: float, lam: float, bootstrap_truncated: bool = True
-                ) -> tuple[jax.Array, jax.Array]:
+                gamma: float, lam: float, bootstrap_truncated: bool = True,
+                discard: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """GAE advantages and value targets of a rollout [T, B]: a termination is never
     bootstrapped; a truncation bootstraps V(final obs) unless `bootstrap_truncated` is
-    False (CaRL's dd_ppo.py: done = termination or truncation)."""
+    False (CaRL's dd_ppo.py: done = termination or truncation). `discard` steps (not
+    real transitions, mo_rl.gae) get advantage 0 and their own value as target."""
     done = jnp.logical_or(terminated, truncated)
     nv = next_values(value, last_value, final_value, done)
     term = terminated if bootstrap_truncated else done
-    return gae(reward, value, nv, term, truncated, gamma, lam)
+    return gae(reward, value, nv, term, truncated, gamma, lam, discard=discard)
 
 
 def linear_lr(count: jax.Array, lr: float, steps_per_update: int,
@@ -409,6 +410,7 @@ class Transition(NamedTuple):
     terminated: jax.Array
     truncated: jax.Array
     final_obs: Any
+    discard: Any = None  # info["discard"] where the env reports it (e.g. envs.carla)
 
 
 def _flat(x: jax.Array, lead: int = 2) -> jax.Array:
@@ -509,7 +511,7 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         # with a hook the vector reward is kept; the hook's view replaces it in `update`
         reward = res.reward if reward_hook is not None else scal(res.reward) * cfg.reward_scale
         tr = Transition(obs, u, logp, value, reward, res.terminated, res.truncated,
-                        res.info["final_obs"])
+                        res.info["final_obs"], res.info.get("discard"))
         ep_info = {k: res.info[k] for k in ("returned_episode", "returned_episode_returns",
                                              "returned_episode_lengths")}
         if "episode_metrics" in res.info:
@@ -562,11 +564,12 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
             reward = reward_hook.reward(hook, *steps) * cfg.reward_scale
         adv, target = ppo_targets(reward, traj.value, last_value, final_value,
                                   traj.terminated, traj.truncated, cfg.gamma, cfg.gae_lambda,
-                                  cfg.bootstrap_truncated)
+                                  cfg.bootstrap_truncated, traj.discard)
         ev = explained_variance(traj.value, target)
         if cfg.norm_adv and cfg.adv_norm == "rollout":  # once, over the whole rollout
             adv = normalize(adv)
-        learn = traj._replace(final_obs=None, reward=None, terminated=None, truncated=None)
+        learn = traj._replace(final_obs=None, reward=None, terminated=None, truncated=None,
+                              discard=None)
         batch = jax.tree.map(_flat, (learn, adv, target))
         key, k_epochs = jax.random.split(key)
         # every epoch's shuffle in one batched draw + sort (same distribution as one

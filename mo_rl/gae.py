@@ -42,12 +42,21 @@ def next_values(values: jax.Array, last_value: jax.Array, final_values: jax.Arra
 
 def gae(rewards: jax.Array, values: jax.Array, next_value: jax.Array,
         terminated: jax.Array, truncated: jax.Array, gamma: float, lam: float,
-        unroll: int = 16) -> tuple[jax.Array, jax.Array]:
-    """Advantages and value targets (advantages + values), both shaped like rewards."""
+        unroll: int = 16, discard: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Advantages and value targets (advantages + values), both shaped like rewards.
+
+    `discard` [T, ...] marks steps that are not real transitions (info["discard"], e.g. a
+    live simulator lost mid-step): their advantage is 0 and their value target their own
+    value, so they teach nothing, and the step before them is cut there and bootstraps
+    from V(obs_t), the last real observation, as a truncation would.
+    """
     term = _expand(terminated, rewards)
     done = jnp.maximum(term, _expand(truncated, rewards))
     deltas = rewards + gamma * (1.0 - term) * next_value - values
     decay = gamma * lam * (1.0 - done)
+    if discard is not None:
+        keep = 1.0 - _expand(discard, rewards)
+        deltas, decay = deltas * keep, decay * keep
 
     def step(carry, x):
         delta, d = x

@@ -31,6 +31,7 @@ class Transition(NamedTuple):
     truncated: jax.Array  # bool ()
     next_obs: Any
     mask: Any = None  # optional per-transition extras, e.g. ensemble bootstrap masks (M,)
+    discard: Any = None  # bool (): not a real transition (info["discard"], mo_rl.gae)
 
 
 class NStepReplay(NamedTuple):

@@ -15,7 +15,11 @@
 * info["episode_metrics"] carries the simulator's metric names plus
   "server_lost"; info["server_lost"] (num_envs,) marks the truncated step of
   an episode whose server died (see envs.carla.env): its reward is zero and its
-  final observation is the last real one.
+  final observation is the last real one. info["discard"] carries the same flag under
+  the name the learners read: PPO (mo_rl.gae) gives such a step advantage 0 and cuts
+  the step before it there; IQN (agents.iqn.td_targets) drops windows starting at it
+  and cuts windows before it. The restart step after a checkpoint restore
+  (mo_rl.batching) is discarded the same way.
 """
 
 from __future__ import annotations
@@ -121,8 +125,9 @@ class CarlaIn(Env):
                   f((len(self.metric_names),), np.float32), f((), b))
         obs, r, term, trunc, m, lost = io_callback(
             self._host_step, shapes, jnp.asarray(action, self._act.dtype), ordered=True)
+        # "discard": the learners' key for steps that are not real transitions (mo_rl.gae)
         info = {"episode_metrics": dict(zip(self.metric_names, m, strict=True)),
-                "server_lost": lost}
+                "server_lost": lost, "discard": lost}
         return StepResult(obs, state + 1, r, term, trunc, info)
 
     # ---- batched: one env per server ----------------------------------------------------------
@@ -130,6 +135,7 @@ class CarlaIn(Env):
         f = jax.ShapeDtypeStruct
         extra = {f"episode_metrics/{k}": f((num_envs,), np.float32) for k in self.metric_names}
         extra["server_lost"] = f((num_envs,), np.bool_)
+        extra["discard"] = f((num_envs,), np.bool_)  # what the learners read (mo_rl.gae)
         return CarlaBatchedEnv(self, num_envs, lambda: _Backend(self, num_envs), extra)
 
     def take(self, n: int, backend: _Backend) -> list[int]:
@@ -204,6 +210,7 @@ class _Backend:
             obs.append(o)
         extra = {f"episode_metrics/{k}": metrics[j] for j, k in enumerate(self.names)}
         extra["server_lost"] = lost
+        extra["discard"] = lost
         return np.stack(obs), np.stack(rew), term, trunc, np.stack(final), extra
 
     def close(self, stolen: bool = False) -> None:

@@ -18,6 +18,7 @@ from agents.iqn import (
     member_targets,
     preset,
     td_targets,
+    window_weights,
 )
 from mo_rl.agent import make_train
 from mo_rl.config import ConfigError
@@ -94,6 +95,31 @@ def test_td_targets_by_hand(k):
         np.testing.assert_allclose(out[0, 1, obj], [r * (1 + GAMMA)] * 2, rtol=1e-6)
         # window 2: truncated at step 0: one reward, bootstrap from that step's final obs
         np.testing.assert_allclose(out[0, 2, obj], r + GAMMA * z1(0), rtol=1e-6)
+
+
+def test_td_targets_cut_before_a_discarded_step():
+    """Step 1 of the window is not a real transition (a lost CARLA server: truncated,
+    reward 0). The window must end at step 0 and bootstrap from state 0, not run into the
+    fake step and bootstrap from its final observation."""
+    online_q, target_q = _tables(1)
+    rewards = jnp.asarray([[[1.0], [0.0], [1.0]]])
+    truncated = jnp.asarray([[False, True, False]])
+    discard = jnp.asarray([[False, True, False]])
+    args = (online_q, target_q, lambda q: greedy_actions(q, None), rewards,
+            jnp.zeros((1, 3), bool), truncated, jnp.asarray([[0, 1, 2]]), GAMMA)
+    out = np.asarray(td_targets(*args, discard=discard))
+    np.testing.assert_allclose(out[0, 0, 0], 1.0 + GAMMA * np.array([10.0, 12.0]), rtol=1e-6)
+    old = np.asarray(td_targets(*args))  # without the flag: 1 + gamma^2 Z(state 1)
+    np.testing.assert_allclose(old[0, 0, 0], 1.0 + GAMMA**2 * np.array([20.0, 22.0]),
+                               rtol=1e-6)
+
+
+def test_window_weights_drop_windows_that_start_discarded():
+    discard = jnp.asarray([[True, False, False], [False, True, False]])
+    np.testing.assert_array_equal(window_weights(None, discard), [0.0, 1.0])
+    np.testing.assert_array_equal(window_weights(jnp.ones((2, 2)), discard),
+                                  [[0.0, 1.0], [0.0, 1.0]])
+    assert window_weights(None, None) is None
 
 
 def test_td_targets_pr_iqn_uses_the_optimal_subset_action():

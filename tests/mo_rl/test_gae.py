@@ -81,3 +81,22 @@ def test_gae_matches_textbook_loop(n, gamma, lam, seed):
     ref = _reference(r, v, nv, term, trunc, gamma, lam)
     np.testing.assert_allclose(adv, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(target, ref + v, rtol=1e-4, atol=1e-4)
+
+
+def test_discarded_step_teaches_nothing_and_cuts_the_trace():
+    """A live simulator lost at step 2 (envs.carla): the env truncates it with reward 0 and
+    the last real observation as final obs (V = 1.5). Discarded, it gets advantage 0 and
+    its own value as target, and step 1 bootstraps from V(obs_2) with no lambda trace
+    through the fake step."""
+    rewards = jnp.array([1.0, 2.0, 0.0, 4.0])
+    final = jnp.array([10.0, 20.0, 1.5, 40.0])
+    trunc = jnp.array([0, 0, 1, 0], bool)
+    discard = jnp.array([0, 0, 1, 0], bool)
+    nv = next_values(VALUES, LAST, final, trunc)
+    adv, target = gae(rewards, VALUES, nv, jnp.zeros(4, bool), trunc, 0.9, 0.8,
+                      discard=discard)
+    # deltas 1.4 | 2 + .9 * 1.5 - 1 = 2.35 | 0 (discarded) | 4.7; A0 = 1.4 + .72 * 2.35
+    np.testing.assert_allclose(adv, [3.092, 2.35, 0.0, 4.7], rtol=1e-6)
+    np.testing.assert_allclose(target, [3.592, 3.35, 1.5, 6.7], rtol=1e-6)
+    kept, _ = gae(rewards, VALUES, nv, jnp.zeros(4, bool), trunc, 0.9, 0.8)
+    assert abs(float(kept[1]) - 2.35) > 0.1  # without the flag the fake step leaks in

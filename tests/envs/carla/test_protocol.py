@@ -75,3 +75,45 @@ def test_held_out_episodes_through_the_single_env_protocol():
     np.testing.assert_array_equal(np.asarray(ev["lengths"]), [30, 30])
     m = {k: float(v) for k, v in ev["episode_metrics"].items()}
     assert m["timeout"] == 1.0 and m["server_lost"] == 0.0 and m["route_completion"] > 0
+
+
+def test_learners_discard_the_lost_server_step(monkeypatch):
+    """PPO and IQN on two fake servers, one dying mid-rollout: the lost step reaches the
+    learners flagged as info["discard"], PPO gives it advantage 0 (mo_rl.gae) and IQN's
+    replay stores the flag (td_targets cuts windows before it)."""
+    import agents.ppo as ppo_mod
+    from agents.iqn import IQNConfig
+    from agents.iqn import make_agent as make_iqn
+    from mo_rl.agent import make_train
+
+    seen = []
+    orig = ppo_mod.ppo_targets
+
+    def spy(*args):
+        adv, target = orig(*args)
+        discard = args[-1]
+        assert discard is not None  # the flag reached GAE
+        jax.debug.callback(lambda a, d: seen.append((np.asarray(a), np.asarray(d))),
+                           adv, discard)
+        return adv, target
+
+    monkeypatch.setattr(ppo_mod, "ppo_targets", spy)
+    env = _env(FakeServer(die_at=10))
+    cfg = ppo_mod.PPOConfig(num_envs=2, num_steps=16, total_timesteps=32, minibatch_size=16,
+                            update_epochs=1, hidden=(16, 16))
+    agent = ppo_mod.make_agent(cfg, env, None)
+    state, _ = make_train(agent)(jax.random.key(0))
+    jax.block_until_ready(state.params)
+    adv, discard = seen[0]
+    assert discard[:, 0].sum() == 1 and not discard[:, 1].any()
+    assert adv[discard].tolist() == [0.0]
+    env.close()
+
+    env = _env(FakeServer(die_at=10))
+    icfg = IQNConfig(num_envs=2, total_timesteps=32, steps_per_update=8, learning_starts=16,
+                     buffer_size=64, batch_size=4, n_step=2, hidden=(16, 16), head_hidden=16,
+                     num_tau=4, num_tau_prime=4, num_tau_act=4)
+    iqn = make_iqn(icfg, env, None)
+    istate = iqn.init(jax.random.key(1))
+    assert istate.replay.experience.discard.dtype == jnp.bool_  # stored for this env
+    env.close()
