@@ -53,7 +53,7 @@ import pandas as pd
 import mo_rl  # noqa: F401  (XLA flags before JAX runs anything)
 from agents.ppo import PPOConfig, make_agent
 from mo_rl import stats
-from mo_rl.config import check, check_positive, cli, load_config, save_config
+from mo_rl.config import check, check_positive, load_config, save_config
 from mo_rl.results import code_version, device_info, write_study_provenance
 from mo_rl.runner import env_identity, run, run_timing, study_identity
 
@@ -417,12 +417,6 @@ def carla_main(cfg: CarlMinibatchConfig, opts, argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from experiments.carla import carla_args
+    from experiments.carla import study_main
 
-    carla_opts, args = carla_args(sys.argv[1:])
-    cfg = cli(CarlMinibatchConfig, PRESETS, default_preset="quick", args=args,
-              description=__doc__)
-    if carla_opts is None:
-        main(cfg, args)
-    else:
-        carla_main(cfg, carla_opts, args)
+    study_main(CarlMinibatchConfig, PRESETS, main, carla_main, __doc__, sys.argv[1:])

@@ -57,6 +57,20 @@ class CarlaOptions:
         return env, env.default_params
 
 
+def study_main(config_cls: type, presets: dict, main: Callable, carla_main: Callable,
+               description: str, argv: Sequence[str]) -> None:
+    """A driving study's command line: its own flags (mo_rl.config.cli) plus `--env carla`
+    and the CARLA flags; runs `main(cfg, args)` or `carla_main(cfg, opts, args)`."""
+    from mo_rl.config import cli
+
+    opts, args = carla_args(argv)
+    cfg = cli(config_cls, presets, default_preset="quick", args=args, description=description)
+    if opts is None:
+        main(cfg, args)
+    else:
+        carla_main(cfg, opts, args)
+
+
 def carla_args(argv: Sequence[str]) -> tuple[CarlaOptions | None, list[str]]:
     """(options, the rest of argv) when `--env carla` is given, else (None, argv); the
     CARLA flags without `--env carla` are an error."""

@@ -52,7 +52,7 @@ import mo_rl  # noqa: F401  (XLA flags before JAX runs anything)
 from agents.iqn import IQNConfig, make_agent
 from agents.iqn import preset as iqn_preset
 from mo_rl import stats
-from mo_rl.config import check, check_positive, cli, load_config, save_config
+from mo_rl.config import check, check_positive, load_config, save_config
 from mo_rl.dominance import TIE_BREAKS
 from mo_rl.results import write_study_provenance
 from mo_rl.runner import env_identity, run, study_identity
@@ -436,12 +436,6 @@ def carla_main(cfg: DrivingStudyConfig, opts, argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from experiments.carla import carla_args
+    from experiments.carla import study_main
 
-    carla_opts, args = carla_args(sys.argv[1:])
-    cfg = cli(DrivingStudyConfig, PRESETS, default_preset="quick", args=args,
-              description=__doc__)
-    if carla_opts is None:
-        main(cfg, args)
-    else:
-        carla_main(cfg, carla_opts, args)
+    study_main(DrivingStudyConfig, PRESETS, main, carla_main, __doc__, sys.argv[1:])
