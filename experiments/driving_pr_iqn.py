@@ -1,6 +1,6 @@
 """Pr-IQN vs IQN vs ensemble-IQN on the pure-JAX driving simulator (paper-style table).
 
-    python -m experiments.driving_pr_iqn --preset quick      # ~10 min on 2 CPU cores
+    python -m experiments.driving_pr_iqn --preset quick      # 30-50 min on 2 CPU cores
     python -m experiments.driving_pr_iqn --preset full       # one GPU
     python -m experiments.driving_pr_iqn --preset tiny       # smoke test (seconds)
 
