@@ -62,3 +62,20 @@ def test_sensitivity_config_and_validation():
         dataclasses.replace(cfg, sensitivity=((1.5, 1.0, "mean"),))
     with pytest.raises(ConfigError, match="selection_seed_offset"):
         dataclasses.replace(cfg, selection_seed_offset=2)  # would reuse table seeds 2..4
+
+
+def test_medium_reuses_the_weights_quick_chose():
+    """medium has no sweep of its own: its fixed weights must be the ones the committed
+    quick sweep chose on selection seeds, and its table must say where they come from."""
+    import json
+    from pathlib import Path
+
+    from experiments.driving_pr_iqn import baselines_note
+
+    sweep = Path(__file__).parents[2] / "results/driving_pr_iqn/quick/weight_sweep.json"
+    chosen = tuple(json.loads(sweep.read_text())["chosen"])
+    cfg = PRESETS["medium"]
+    assert not cfg.weight_grid and cfg.weights == chosen
+    assert min(json.loads(sweep.read_text())["selection_seeds"]) >= cfg.seeds
+    assert "quick's weight sweep" in baselines_note(cfg)
+    assert cfg.agent.total_timesteps == 4 * PRESETS["quick"].agent.total_timesteps
