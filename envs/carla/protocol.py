@@ -12,6 +12,10 @@
 * `env.reset` / `env.step` (single env, io_callback) drive one CarlaEnv on the
   first endpoint: what `mo_rl.rollout.evaluate_policy` uses for held-out
   episodes (the eval-only sim-to-CARLA check).
+* BEV observations ({"bev": uint8 raster, "measurements": float32}) cross the
+  callback as ONE flat uint8 array (`ObsBytes`: each part's bytes, in key
+  order) and are split back into the dict inside JAX, so the batched host
+  adapter, which carries plain arrays, moves them unchanged (bit for bit).
 * info["episode_metrics"] carries the simulator's metric names plus
   "server_lost"; info["server_lost"] (num_envs,) marks the truncated step of
   an episode whose server died (see envs.carla.env): its reward is zero and its
@@ -35,6 +39,7 @@ from envs.carla.env import CarlaEnv
 from envs.carla.server import PORT_STEP, TM_PORT
 from mo_rl.batching import HostBatchedEnv, seed_from_key
 from mo_rl.env import Env, StepResult
+from mo_rl.spaces import Box, Dict
 
 Endpoint = tuple  # (host, port) or (host, port, tm_port)
 
@@ -56,6 +61,33 @@ def endpoints(host: str, ports: str | int, num: int = 1) -> list[tuple[str, int,
     return [(host, p, TM_PORT + i) for i, p in enumerate(plist)]
 
 
+class ObsBytes:
+    """A dict observation space (the BEV's) as one flat uint8 array: `pack` one observation
+    on the host (numpy), `unpack` in JAX, leading batch axes kept (bitcasts only)."""
+
+    def __init__(self, space: Dict):
+        self.parts = [(k, tuple(b.shape), np.dtype(b.dtype)) for k, b in sorted(
+            space.spaces.items())]
+        sizes = [int(np.prod(shape)) * dt.itemsize for _, shape, dt in self.parts]
+        self.bounds = np.cumsum([0, *sizes]).tolist()
+        self.space = Box(0, 255, (self.bounds[-1],), jnp.uint8)
+
+    def pack(self, obs: dict) -> np.ndarray:
+        return np.concatenate([np.ascontiguousarray(obs[k], dt).reshape(-1).view(np.uint8)
+                               for k, _, dt in self.parts])
+
+    def unpack(self, flat: jax.Array) -> dict:
+        lead = flat.shape[:-1]
+        out = {}
+        for (k, shape, dt), a, b in zip(self.parts, self.bounds[:-1], self.bounds[1:],
+                                         strict=True):
+            seg = flat[..., a:b]
+            if dt.itemsize > 1:
+                seg = jax.lax.bitcast_convert_type(seg.reshape(lead + (-1, dt.itemsize)), dt)
+            out[k] = seg.reshape(lead + shape)
+        return out
+
+
 class CarlaIn(Env):
     """See the module docstring; `carla_kw` go to every CarlaEnv (reward, action_type,
     obs_type, episode_end, num_vehicles, num_walkers, town, routes, timeout, connect, ...)."""
@@ -74,13 +106,11 @@ class CarlaIn(Env):
         self.num_agents = None
         self._free = list(range(len(self.servers)))
         self._open: list[_Backend] = []
-        obs = self.single.observation_space
-        if not hasattr(obs, "shape") or obs.shape is None or isinstance(obs.shape, dict):
-            raise NotImplementedError(
-                "CarlaIn carries array observations only (obs_type='vector'); the BEV's "
-                "dict observation needs HostBatchedEnv to carry pytrees (use CarlaEnv, the "
-                "gymnasium env, for BEV on CARLA)")
-        self._obs = jax.ShapeDtypeStruct(obs.shape, obs.dtype)
+        space = self.single.sim.observation_space(None)
+        # dict observations (BEV) cross the callbacks as bytes (ObsBytes)
+        self.bytes = ObsBytes(space) if isinstance(space, Dict) else None
+        flat = space if self.bytes is None else self.bytes.space
+        self._obs = jax.ShapeDtypeStruct(flat.shape, np.dtype(flat.dtype))
         act = self.single.action_space
         self._act = jax.ShapeDtypeStruct(act.shape, np.dtype(act.dtype))
 
@@ -104,19 +134,29 @@ class CarlaIn(Env):
         return self.single.sim.action_space(None)
 
     # ---- single env (held-out episodes) -------------------------------------------------------
+    def host_obs(self, obs) -> np.ndarray:
+        """A CarlaEnv observation as the callbacks carry it."""
+        if self.bytes is None:
+            return np.asarray(obs).astype(self._obs.dtype)
+        return self.bytes.pack(obs)
+
+    def jax_obs(self, obs: jax.Array):
+        """The callbacks' observation -> the env's (the dict, for BEV)."""
+        return obs if self.bytes is None else self.bytes.unpack(obs)
+
     def _host_reset(self, seed):
-        return self.single.reset(seed=int(seed))[0].astype(self._obs.dtype)
+        return self.host_obs(self.single.reset(seed=int(seed))[0])
 
     def _host_step(self, action):
         a = int(action) if self._act.shape == () else np.asarray(action)
         obs, r, term, trunc, info = self.single.step(a)
         m = np.array([info["episode_metrics"][k] for k in self.metric_names], np.float32)
-        return (obs.astype(self._obs.dtype), r, np.bool_(term), np.bool_(trunc), m,
+        return (self.host_obs(obs), r, np.bool_(term), np.bool_(trunc), m,
                 np.bool_(info["server_lost"]))
 
     def reset(self, key, params=None):
         obs = io_callback(self._host_reset, self._obs, seed_from_key(key), ordered=True)
-        return obs, jnp.int32(0)
+        return self.jax_obs(obs), jnp.int32(0)
 
     def step(self, key, state, action, params=None) -> StepResult:
         k = len(self.reward_spec)
@@ -128,7 +168,7 @@ class CarlaIn(Env):
         # "discard": the learners' key for steps that are not real transitions (mo_rl.gae)
         info = {"episode_metrics": dict(zip(self.metric_names, m, strict=True)),
                 "server_lost": lost, "discard": lost}
-        return StepResult(obs, state + 1, r, term, trunc, info)
+        return StepResult(self.jax_obs(obs), state + 1, r, term, trunc, info)
 
     # ---- batched: one env per server ----------------------------------------------------------
     def make_batched(self, num_envs: int) -> HostBatchedEnv:
@@ -161,9 +201,35 @@ class CarlaIn(Env):
         self.single.close()
 
 
+class _Carried:
+    """The adapter as HostBatchedEnv sees it: its observation space is what the callbacks
+    carry (ObsBytes' flat bytes for a dict observation)."""
+
+    def __init__(self, adapter: CarlaIn):
+        self._adapter = adapter
+
+    def __getattr__(self, name: str):
+        return getattr(self._adapter, name)
+
+    def observation_space(self, params=None):
+        b = self._adapter.bytes
+        return self._adapter.observation_space(params) if b is None else b.space
+
+
 class CarlaBatchedEnv(HostBatchedEnv):
     """HostBatchedEnv with the flat 'episode_metrics/<name>' extras grouped back into
-    info["episode_metrics"] (the key the agents read)."""
+    info["episode_metrics"] (the key the agents read), and dict observations unpacked."""
+
+    def __init__(self, adapter: CarlaIn, num_envs: int, make_backend, extra_info):
+        super().__init__(_Carried(adapter), num_envs, make_backend, extra_info)
+        self.adapter = adapter
+
+    def observation_space(self, params):
+        return self.adapter.observation_space(params)
+
+    def reset(self, keys, params=None):
+        obs, state = super().reset(keys, params)
+        return self.adapter.jax_obs(obs), state
 
     def step(self, keys, state, action, params=None) -> StepResult:
         res = super().step(keys, state, action, params)
@@ -171,7 +237,8 @@ class CarlaBatchedEnv(HostBatchedEnv):
         pre = "episode_metrics/"
         info["episode_metrics"] = {k[len(pre):]: info.pop(k) for k in list(info)
                                    if k.startswith(pre)}
-        return res._replace(info=info)
+        info["final_obs"] = self.adapter.jax_obs(info["final_obs"])
+        return res._replace(obs=self.adapter.jax_obs(res.obs), info=info)
 
 
 class _Backend:
@@ -185,7 +252,7 @@ class _Backend:
         self.names = adapter.metric_names
 
     def reset(self, seeds: np.ndarray | None) -> np.ndarray:
-        return np.stack([e.reset(seed=None if seeds is None else int(s))[0]
+        return np.stack([self.adapter.host_obs(e.reset(seed=None if s is None else int(s))[0])
                          for e, s in zip(self.envs, seeds if seeds is not None
                                          else [None] * len(self.envs), strict=True)])
 
@@ -203,11 +270,11 @@ class _Backend:
             o, r, term[i], trunc[i], info = env.step(int(a) if a.shape == () else a)
             metrics[:, i] = [info["episode_metrics"][k] for k in self.names]
             lost[i] = info["server_lost"]
-            final.append(o)
+            final.append(self.adapter.host_obs(o))
             rew.append(r)
             if term[i] or trunc[i]:
                 o, _ = env.reset()  # reconnects after a lost server
-            obs.append(o)
+            obs.append(self.adapter.host_obs(o))
         extra = {f"episode_metrics/{k}": metrics[j] for j, k in enumerate(self.names)}
         extra["server_lost"] = lost
         extra["discard"] = lost

@@ -117,3 +117,44 @@ def test_learners_discard_the_lost_server_step(monkeypatch):
     istate = iqn.init(jax.random.key(1))
     assert istate.replay.experience.discard.dtype == jnp.bool_  # stored for this env
     env.close()
+
+
+def test_bev_observations_cross_the_adapters_bit_for_bit():
+    """obs_type="bev": the dict observation crosses the batched and the single-env callbacks
+    as bytes and comes back equal to what CarlaEnv returns for the same episode."""
+    from envs.carla.convert import ActorState
+    from envs.carla.env import CarlaEnv
+    from envs.driving import observe
+    from mo_rl.batching import seed_from_key
+
+    # route 0 starts at (338.70, 226.75) heading -y; a car 10 m ahead on its lane
+    car = ActorState(101, 338.70, 216.75, -90.0, 0.0, -3.0, "vehicle.audi.tt")
+    kw = dict(action_type="discrete", max_vehicles=4, episode_end="leaderboard", max_steps=30,
+              obs_type="bev", route_ids=[0])
+    env = CarlaIn(endpoints("localhost", 2000, 2), connect=FakeServer(vehicles=(car,)), **kw)
+    venv = batched(env, 2)
+    keys = jax.random.split(jax.random.key(0), 2)
+    obs0, state = jax.jit(venv.reset)(keys)
+    res = jax.jit(venv.step)(keys, state, jnp.full((2,), GO, jnp.int32), None)
+    assert obs0["bev"].dtype == jnp.uint8 and obs0["bev"].shape == (2, 64, 64, 8)
+    assert res.obs["measurements"].dtype == jnp.float32
+    assert int(np.asarray(obs0["bev"])[..., observe.BEV_CHANNELS.index("vehicles")].max()) > 0
+    seeds = np.asarray(jax.vmap(seed_from_key)(keys))
+    for i in range(2):  # the same episode, straight from a CarlaEnv on a fresh fake server
+        direct = CarlaEnv(connect=FakeServer(vehicles=(car,)), **kw)
+        want0 = direct.reset(seed=int(seeds[i]))[0]
+        want1 = direct.step(GO)[0]
+        for k in ("bev", "measurements"):
+            np.testing.assert_array_equal(np.asarray(obs0[k][i]), want0[k])
+            np.testing.assert_array_equal(np.asarray(res.obs[k][i]), want1[k])
+            np.testing.assert_array_equal(np.asarray(res.info["final_obs"][k][i]), want1[k])
+    assert float(np.abs(want1["measurements"]).max()) > 0  # a real float went through
+    venv.close()
+    # single env (held-out episodes)
+    one = CarlaIn(endpoints("localhost", 2000, 1), connect=FakeServer(vehicles=(car,)), **kw)
+    obs, _ = jax.jit(one.reset)(jax.random.key(5))
+    direct = CarlaEnv(connect=FakeServer(vehicles=(car,)), **kw)
+    want = direct.reset(seed=int(seed_from_key(jax.random.key(5))))[0]
+    for k in ("bev", "measurements"):
+        np.testing.assert_array_equal(np.asarray(obs[k]), want[k])
+    one.close()
