@@ -69,7 +69,9 @@ def vector_size(num_vehicles: int) -> int:
     return 8 + 2 * NUM_ROUTE_OBS + 5 + 7 * num_vehicles + 2
 
 
-def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
+def vector_obs(state, params, k: int, lights: jax.Array, veh_pose=None) -> jax.Array:
+    """`veh_pose`: the vehicles' exact (centres (N, 2), headings (cos, sin) (N, 2)) where
+    known (CARLA); None: their lane pose (sim.veh_pose)."""
     m, rb = params.map, params.routes
     r = state.route
     ego = jnp.stack([state.x, state.y])
@@ -91,7 +93,7 @@ def vector_obs(state, params, k: int, lights: jax.Array) -> jax.Array:
     ls = jnp.where(dist > 50.0, sim.NO_LIGHT, ls)
     f_light = jnp.concatenate([jnp.minimum(dist, 50.0)[None] / 50.0,
                                jax.nn.one_hot(ls, 4)])
-    xy, cs = sim.veh_pose(m, state.veh_pt, state.veh_u)
+    xy, cs = sim.veh_pose(m, state.veh_pt, state.veh_u) if veh_pose is None else veh_pose
     rel = sim.to_frame_cs(xy - ego, c, s)
     d2 = jnp.sum(rel**2, -1)
     near_ok = state.veh_active & (d2 < 60.0**2)
@@ -293,15 +295,15 @@ def _map_layers(state, params, view: BevView, bm: jax.Array, lights: jax.Array) 
     return road | (lane.astype(u32) << 8) | (light.astype(u32) << 16) | (stop.astype(u32) << 24)
 
 
-def _object_layers(state, params, view: BevView) -> jax.Array:
+def _object_layers(state, params, view: BevView, veh_pose=None) -> jax.Array:
     """uint8 (S, S, 4): route, vehicles, walkers and static objects (oriented boxes),
-    max-composited in one scatter."""
+    max-composited in one scatter. `veh_pose` as in vector_obs."""
     m, rb = params.map, params.routes
     size, res = view.size, view.res
     ego = jnp.stack([state.x, state.y])
     c, s = jnp.cos(state.yaw), jnp.sin(state.yaw)
     parts = []
-    vxy, vcs = sim.veh_pose(m, state.veh_pt, state.veh_u)
+    vxy, vcs = sim.veh_pose(m, state.veh_pt, state.veh_u) if veh_pose is None else veh_pose
     rel, rc, rs = _ego_frame(vxy, vcs, ego, c, s)
     parts.append(_box_window(view, rel, rc, rs, *CAR_HALF, float(np.hypot(*CAR_HALF)),
                              speed_value(state.veh_v), state.veh_active, 1, 4))
@@ -353,7 +355,7 @@ def _materialised(f, opaque_one: jax.Array):
                               (jnp.zeros((), jnp.int32), out))[1]
 
 
-def bev_obs(state, params, view: BevView, lights: jax.Array) -> jax.Array:
+def bev_obs(state, params, view: BevView, lights: jax.Array, veh_pose=None) -> jax.Array:
     """uint8 (S, S, len(BEV_CHANNELS)) raster, see the module docstring."""
     bm = getattr(params, "bev_map", None)
     bm = bev_map(params.map) if bm is None else bm
@@ -361,7 +363,7 @@ def bev_obs(state, params, view: BevView, lights: jax.Array) -> jax.Array:
                           1 + (state.t < 0).astype(jnp.int32))
     # road, lane, lights, stop signs (the bytes of the map word), then the objects
     return jnp.concatenate([jax.lax.bitcast_convert_type(words, jnp.uint8),
-                            _object_layers(state, params, view)], -1)
+                            _object_layers(state, params, view, veh_pose)], -1)
 
 
 def measurements(state, params) -> jax.Array:
@@ -378,9 +380,10 @@ def measurements(state, params) -> jax.Array:
                       jnp.ones_like(vx), vx, vy, vx, limit]).astype(jnp.float32)
 
 
-def bev_with_measurements(state, params, view: BevView, lights: jax.Array) -> dict:
+def bev_with_measurements(state, params, view: BevView, lights: jax.Array,
+                          veh_pose=None) -> dict:
     """The BEV observation: {"bev": uint8 (S, S, C), "measurements": float32 (8,)}."""
-    return {"bev": bev_obs(state, params, view, lights),
+    return {"bev": bev_obs(state, params, view, lights, veh_pose),
             "measurements": measurements(state, params)}
 
 
