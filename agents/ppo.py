@@ -20,8 +20,18 @@ CaRL's settings as switches (PPOConfig.carl turns them on): advantages
 normalised once over the whole rollout before the epochs (`adv_norm="rollout"`;
 "minibatch" = per mini-batch, PureJaxRL's), uint8 (BEV) observations scaled
 by 1/255 (`scale_uint8`), a shared feature extractor with LayerNorm
-(`shared_torso`, `layer_norm`). Each update logs the critic's explained
-variance on the rollout and the learning rate it used.
+(`shared_torso`, `layer_norm`), MLP heads on the extractor's features
+(`policy_head_hidden`, `value_head_hidden`; () = one Dense layer) and value-only
+inputs. Each update logs the critic's explained variance on the rollout and the
+learning rate it used.
+
+Value-only inputs (the observation convention): a dict observation may carry a
+float vector under the key VALUE_INPUTS = "value_measurements". The actor never
+sees it; the critic's head gets it concatenated to the extractor's features, as
+CaRL's PPOPolicy (team_code_roach/model.py, forward / get_value:
+torch.cat((features, obs_dict['value_measurements']), dim=1)) does with the 11
+value measurements of its env (envs.driving.value_inputs; the key is defined in
+mo_rl.env).
 
 Policies: categorical for Discrete actions; for Box actions a Beta per
 dimension (alpha, beta = softplus + 1, as CaRL) on [0, 1] mapped affinely to
@@ -45,7 +55,7 @@ from flax import struct
 
 from mo_rl.agent import Agent, all_finite
 from mo_rl.batching import batched
-from mo_rl.env import Env
+from mo_rl.env import VALUE_INPUTS, Env
 from mo_rl.gae import gae, next_values
 from mo_rl.networks import orthogonal, torso_for
 from mo_rl.reward_model import RewardHook, Steps
@@ -145,8 +155,13 @@ class PPOConfig(PPOCore):
     adv_norm: str = "minibatch"  # "minibatch" (PureJaxRL) or "rollout" (CaRL's dd_ppo)
     bootstrap_truncated: bool = True  # False: CaRL's dd_ppo (truncation = termination)
     scale_uint8: bool = False  # uint8 observation leaves / 255 in the network (CaRL's BEV)
-    layer_norm: bool = False  # LayerNorm before each hidden activation (CaRL's extractor)
+    layer_norm: bool = False  # LayerNorm before each hidden activation (extractor and heads)
     shared_torso: bool = False
+    # hidden layers of the policy / value heads on the extractor's features; () = a single
+    # Dense output layer (PureJaxRL's layout). CaRL: (256, 256) each (model.py PPOPolicy
+    # defaults policy_head_arch / value_head_arch, which dd_ppo.py does not override)
+    policy_head_hidden: tuple[int, ...] = ()
+    value_head_hidden: tuple[int, ...] = ()
     scalarization: str = "weighted_sum"
     scalarization_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -159,6 +174,12 @@ class PPOConfig(PPOCore):
             raise ValueError(f"PPOConfig.scalarization must be one of {SCALARIZATIONS}; "
                              f"got {self.scalarization!r}.")
         object.__setattr__(self, "scalarization_kwargs", dict(self.scalarization_kwargs))
+        for f in ("policy_head_hidden", "value_head_hidden"):
+            sizes = tuple(getattr(self, f))
+            if not all(isinstance(h, int | np.integer) and not isinstance(h, bool) and h > 0
+                       for h in sizes):
+                raise ValueError(f"PPOConfig.{f} must be positive layer sizes; got {sizes!r}.")
+            object.__setattr__(self, f, tuple(int(h) for h in sizes))
 
     # presets ---------------------------------------------------------------
     @classmethod
@@ -179,14 +200,19 @@ class PPOConfig(PPOCore):
         """CaRL's PPO settings (shared/reference/carl.md): 128 envs x 512 steps, mini-batch
         16384, 3 epochs, clip 0.1 (value too), 300M steps, advantages normalised over the
         rollout, BEV / 255, a shared LayerNorm extractor (rl_config.py: norm_adv,
-        use_layer_norm, features_dim 256; dd_ppo.py). Truncations stay bootstrapped
-        (module docstring); CaRL's value-only measurements are not modelled. The CaRL
-        reward itself comes from the env (envs.driving reward="carl", K = 1)."""
+        use_layer_norm, features_dim 256; dd_ppo.py) with 2 x 256 LayerNorm policy and
+        value heads (model.py PPOPolicy: policy_head_arch = value_head_arch = (256, 256),
+        LayerNorm in both as use_layer_norm_policy_head is True). The value head reads the
+        observation's value-only inputs where the env provides them (module docstring;
+        envs.driving: make_driving(..., value_inputs=True)). Truncations stay
+        bootstrapped (module docstring). The CaRL reward itself comes from the env
+        (envs.driving reward="carl", K = 1)."""
         base = dict(total_timesteps=300_000_000, num_envs=128, num_steps=512, update_epochs=3,
                     minibatch_size=16384, lr=2.5e-4, anneal_lr=True, adam_eps=1e-5, gamma=0.99,
                     gae_lambda=0.95, clip_eps=0.1, clip_value=True, ent_coef=0.01, vf_coef=0.5,
                     max_grad_norm=0.5, norm_adv=True, hidden=(256, 256), activation="relu",
-                    shared_torso=True, adv_norm="rollout", scale_uint8=True, layer_norm=True)
+                    shared_torso=True, adv_norm="rollout", scale_uint8=True, layer_norm=True,
+                    policy_head_hidden=(256, 256), value_head_hidden=(256, 256))
         return cls(**{**base, **overrides})
 
 
@@ -224,9 +250,42 @@ class Torso(nn.Module):
         return feats[0] if len(feats) == 1 else jnp.concatenate(feats, axis=-1)
 
 
+def split_value_inputs(obs: Any) -> tuple[Any, jax.Array | None]:
+    """(what the actor and the extractor see, the value-only inputs or None): a dict
+    observation's VALUE_INPUTS entry is taken out of it (module docstring)."""
+    if isinstance(obs, Mapping) and VALUE_INPUTS in obs:
+        return {k: v for k, v in obs.items() if k != VALUE_INPUTS}, obs[VALUE_INPUTS]
+    return obs, None
+
+
+def value_head_input(features: jax.Array, value_inputs: jax.Array | None) -> jax.Array:
+    """The critic head's input: the extractor's features, then the value-only inputs
+    (CaRL's torch.cat((features, value_measurements), dim=1))."""
+    if value_inputs is None:
+        return features
+    return jnp.concatenate([features, value_inputs.astype(features.dtype)], axis=-1)
+
+
+def mlp(x: jax.Array, layers: Any, norms: Any, activation: str) -> jax.Array:
+    """Dense -> (LayerNorm) -> activation per layer; `norms` empty: no LayerNorm."""
+    for i, dense in enumerate(layers):
+        x = dense(x)
+        if norms:
+            x = norms[i](x)
+        x = getattr(nn, activation)(x)
+    return x
+
+
+def _hidden_dense(h: int) -> nn.Dense:
+    return nn.Dense(h, kernel_init=orthogonal(np.sqrt(2)), bias_init=nn.initializers.zeros)
+
+
 class ActorCritic(nn.Module):
     """Policy head (logits or Beta pre-activations) and scalar value head, on a
-    shared torso or on separate actor / critic torsos (PureJaxRL's layout)."""
+    shared torso or on separate actor / critic torsos (PureJaxRL's layout). Each head
+    is `*_head_hidden` Dense layers (+ LayerNorm with `layer_norm`) and a Dense output;
+    the value head also reads the observation's value-only inputs (split_value_inputs).
+    With empty head sizes the parameters are exactly the earlier single-Dense heads'."""
 
     num_outputs: int
     leaf_ndims: tuple[int, ...]
@@ -235,6 +294,8 @@ class ActorCritic(nn.Module):
     shared_torso: bool = False
     layer_norm: bool = False
     scale_uint8: bool = False
+    policy_head_hidden: tuple[int, ...] = ()
+    value_head_hidden: tuple[int, ...] = ()
 
     def setup(self) -> None:
         # separate torsos as two modules: measured faster on the CPU than one vmapped pair
@@ -244,22 +305,40 @@ class ActorCritic(nn.Module):
         self.torso = Torso(*args)
         if not self.shared_torso:
             self.critic_torso = Torso(*args)
+        self.policy_mlp = [_hidden_dense(h) for h in self.policy_head_hidden]
+        self.value_mlp = [_hidden_dense(h) for h in self.value_head_hidden]
+        if self.layer_norm:
+            self.policy_norms = [nn.LayerNorm() for _ in self.policy_head_hidden]
+            self.value_norms = [nn.LayerNorm() for _ in self.value_head_hidden]
+        else:
+            self.policy_norms, self.value_norms = [], []
         self.actor_head = nn.Dense(self.num_outputs, kernel_init=orthogonal(0.01),
                                    bias_init=nn.initializers.zeros)
         self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0),
                                     bias_init=nn.initializers.zeros)
 
-    def _features(self, obs) -> tuple[jax.Array, jax.Array]:
-        h = self.torso(obs)
-        return (h, h) if self.shared_torso else (h, self.critic_torso(obs))
+    def _policy(self, h: jax.Array) -> jax.Array:
+        return self.actor_head(mlp(h, self.policy_mlp, self.policy_norms, self.activation))
+
+    def _value(self, h: jax.Array, value_inputs: jax.Array | None) -> jax.Array:
+        x = mlp(value_head_input(h, value_inputs), self.value_mlp, self.value_norms,
+                self.activation)
+        return self.critic_head(x)[..., 0]
 
     def __call__(self, obs) -> tuple[jax.Array, jax.Array]:
-        ha, hc = self._features(obs)
-        return self.actor_head(ha), self.critic_head(hc)[..., 0]
+        obs, vin = split_value_inputs(obs)
+        ha = self.torso(obs)
+        hc = ha if self.shared_torso else self.critic_torso(obs)
+        return self._policy(ha), self._value(hc, vin)
+
+    def policy(self, obs) -> jax.Array:
+        """The policy head's raw output alone (value-only inputs, if any, are ignored)."""
+        return self._policy(self.torso(split_value_inputs(obs)[0]))
 
     def value(self, obs) -> jax.Array:
+        obs, vin = split_value_inputs(obs)
         h = self.torso(obs) if self.shared_torso else self.critic_torso(obs)
-        return self.critic_head(h)[..., 0]
+        return self._value(h, vin)
 
 
 def beta_params(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -468,9 +547,14 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
     obs_shape = jax.eval_shape(env.reset, jax.random.key(0), env_params)[0]
     if eval_env is not None and not _same_interface(env, eval_env, env_params, obs_shape):
         raise ValueError("eval_env must have the observation and action shapes of env")
-    leaf_ndims = tuple(len(leaf.shape) for leaf in jax.tree.leaves(obs_shape))
+    torso_obs, value_inputs = split_value_inputs(obs_shape)
+    if value_inputs is not None and len(value_inputs.shape) != 1:
+        raise ValueError(f"the observation's {VALUE_INPUTS!r} entry must be one vector per "
+                         f"env; got shape {value_inputs.shape}.")
+    leaf_ndims = tuple(len(leaf.shape) for leaf in jax.tree.leaves(torso_obs))
     net = ActorCritic(policy.num_outputs, leaf_ndims, cfg.hidden, cfg.activation,
-                      cfg.shared_torso, cfg.layer_norm, cfg.scale_uint8)
+                      cfg.shared_torso, cfg.layer_norm, cfg.scale_uint8,
+                      cfg.policy_head_hidden, cfg.value_head_hidden)
 
     num_updates = cfg.num_updates
     steps_per_update = cfg.num_minibatches * cfg.update_epochs
@@ -598,7 +682,7 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
         def policy_fn(obs, _key):
             if cfg.normalize_obs:
                 obs = venv.normalize(state.env_state, obs)
-            raw, _ = net.apply(state.params, obs)
+            raw = net.apply(state.params, obs, method=ActorCritic.policy)
             return policy.to_env(policy.greedy(raw))
 
         ev = evaluate_policy(eval_env or env, env_params, policy_fn, key, cfg.eval_episodes,
@@ -612,6 +696,7 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
 
 
 __all__ = [
+    "VALUE_INPUTS",
     "ActorCritic",
     "PPOConfig",
     "PPOCore",
@@ -625,5 +710,7 @@ __all__ = [
     "policy_loss",
     "ppo_loss",
     "ppo_targets",
+    "split_value_inputs",
+    "value_head_input",
     "value_loss",
 ]

@@ -11,6 +11,9 @@
   wrapper (mo_rl.wrappers.AutoReset) that keeps the final observation in info.
 * `params` is a pytree of episode-independent settings, so it can be vmapped.
 * Everything is pure and jittable; state is a pytree.
+* A dict observation may carry inputs for the critic only under VALUE_INPUTS: a
+  float vector (e.g. CaRL's time left, route left, penalty windows) that agents
+  feed to their value function and never to their policy (agents.ppo).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import jax
 
 from mo_rl.reward import RewardSpec
 from mo_rl.spaces import Space
+
+VALUE_INPUTS = "value_measurements"  # dict observation key read by critics only (CaRL's name)
 
 State = TypeVar("State")
 Params = TypeVar("Params")

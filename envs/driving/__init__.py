@@ -42,7 +42,8 @@ PRESETS: dict[str, dict] = {
 ROAD_USERS: dict = dict(num_walkers=8, num_obstacles=4, stop_signs=True)
 
 ENV_KWARGS = ("discrete_speeds", "discrete_offsets", "bev_size", "bev_ahead", "bev_behind",
-              "num_obs_vehicles", "episode_end", "max_walkers", "max_obstacles")
+              "num_obs_vehicles", "episode_end", "max_walkers", "max_obstacles",
+              "value_inputs")  # value_inputs: + CaRL's critic-only inputs (value_inputs.py)
 
 
 def find_carla_file(name: str) -> Path | None:

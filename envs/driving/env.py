@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from envs.driving import observe, passing, rewards, road_users, rules, scoring, sim
+from envs.driving import observe, passing, rewards, road_users, rules, scoring, sim, value_inputs
 from envs.driving.roadmap import LANE, MapArrays
 from envs.driving.routes import RouteBank
 from envs.driving.scoring import box_off_road_share as _box_off_road_share  # noqa: F401 (tests)
@@ -209,7 +209,8 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
                  discrete_offsets: tuple[float, ...] = (-1.5, 0.0, 1.5),
                  bev_size: int = 64, bev_ahead: float = observe.CARL_AHEAD,
                  bev_behind: float = observe.CARL_BEHIND, num_obs_vehicles: int = 8,
-                 episode_end: str = "reward", max_walkers: int = 0, max_obstacles: int = 0):
+                 episode_end: str = "reward", max_walkers: int = 0, max_obstacles: int = 0,
+                 value_inputs: bool = False):
         if reward not in ("vector", "carl", "roach"):
             raise ValueError(f"reward must be 'vector', 'carl' or 'roach', got {reward!r}")
         if episode_end not in EPISODE_END:
@@ -232,6 +233,7 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
         self.bev_size = bev_size
         self.bev_res = self.bev_view.res  # metres per pixel
         self.num_obs_vehicles = num_obs_vehicles
+        self.value_inputs = bool(value_inputs)  # + CaRL's critic-only inputs (value_inputs.py)
         if reward == "vector":
             self.reward_spec = RewardSpec(
                 ("safety", "rules", "progress", "comfort"),
@@ -261,9 +263,11 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
 
     def observation_space(self, params: DrivingParams | None = None):
         if self.obs_type == "vector":
-            return Box(-observe.VEC_CLIP, observe.VEC_CLIP,
-                       (observe.vector_size(self.num_obs_vehicles),))
-        return observe.bev_space(self.bev_view)
+            space = Box(-observe.VEC_CLIP, observe.VEC_CLIP,
+                        (observe.vector_size(self.num_obs_vehicles),))
+        else:
+            space = observe.bev_space(self.bev_view)
+        return value_inputs.space(space) if self.value_inputs else space
 
     # ------------------------------------------------------------------ reset
     observes_state = True
@@ -388,10 +392,14 @@ class DrivingEnv(Env[DrivingState, DrivingParams]):
     def observe(self, state: DrivingState, params: DrivingParams) -> jax.Array | dict:
         """Vector features, or {"bev": raster, "measurements": CaRL's 8} (observe.py)."""
         if self.obs_type == "vector":
-            return observe.vector_obs(state, params, self.num_obs_vehicles,
-                                      self.lights(state, params))
-        return observe.bev_with_measurements(state, params, self.bev_view,
-                                             self.lights(state, params))
+            obs = observe.vector_obs(state, params, self.num_obs_vehicles,
+                                     self.lights(state, params))
+        else:
+            obs = observe.bev_with_measurements(state, params, self.bev_view,
+                                                self.lights(state, params))
+        if self.value_inputs:  # {..., "value_measurements": CaRL's 11 (value_inputs.py)}
+            return value_inputs.observation(obs, state, params, self.reward, self.episode_end)
+        return obs
 
 
 # --------------------------------------------------------------------------- controllers
