@@ -10,13 +10,13 @@ envs.driving's observation, reward and rule functions run on them unchanged.
 Conversions (what is exact and what is not):
 * ego: pose, speed, steering exactly; acceleration and yaw rate are finite
   differences over the 0.1 s tick (the simulator integrates them).
-* vehicles: exact poses for collisions, TTC and Roach's hazard test; the
-  observation functions read a vehicle as (lane point, distance along it)
-  (`veh_pt`, `veh_u`, and `veh_lat` where the state has it: the offset from
-  the lane centre of the traffic's lane changes), so in the OBSERVATION a CARLA
-  vehicle is drawn at its nearest lane point with a compatible heading, shifted
-  by its lateral offset where veh_lat is read, with the lane's heading
-  instead of its own.
+* vehicles: exact poses (`Observed.veh_xy`, `veh_cs`) for collisions, TTC,
+  Roach's hazard test and the observation (CarlaEnv passes them to
+  envs.driving.observe as `veh_pose`); the state also keeps each vehicle as
+  (lane point, distance along it, offset from the lane centre) (`veh_pt`,
+  `veh_u`, `veh_lat`: its nearest lane point with a compatible heading), the
+  simulator's layout, for what reads a bare state (e.g. expert_policy's
+  hazard checks).
 * the `max_vehicles` (`max_walkers`) actors nearest to the ego get slots, stable
   per actor id while they stay among the nearest (the leaderboard's same-actor
   collision filter needs it); farther ones are left out of the state (counted

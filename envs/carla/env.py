@@ -10,7 +10,9 @@ Same spaces, observation layout, reward views, rules and episode metrics as
 code: the map arrays and route bank are built by envs.driving's OpenDRIVE
 reader, route parser and planner from the SERVER's map.to_opendrive(); each
 tick's actor lists become a DrivingState (envs.carla.convert) scored by
-envs.carla.score and observed by envs.driving.observe; discrete meta-actions
+envs.carla.score (the simulator's own envs.driving.scoring.score_step) and
+observed by envs.driving.observe, with every vehicle at its exact pose (the
+simulator draws its vehicles at their lane points); discrete meta-actions
 go through the simulator's own pursuit controller.
 
 Controls: the simulator's (steering angle, acceleration) become CARLA's
@@ -67,12 +69,13 @@ def map_file(xodr: str, town: str) -> Path:
     return path
 
 
-def observation(sim_env, state, params, lights):
+def observation(sim_env, state, params, lights, veh_pose):
     """DrivingEnv.observe with the server's light states instead of the simulator's
-    light clock (the same observe.py functions)."""
+    light clock and the vehicles at their exact poses `veh_pose` (centres, (cos, sin))
+    instead of their lane points (the same observe.py functions)."""
     if sim_env.obs_type == "vector":
-        return observe.vector_obs(state, params, sim_env.num_obs_vehicles, lights)
-    return observe.bev_with_measurements(state, params, sim_env.bev_view, lights)
+        return observe.vector_obs(state, params, sim_env.num_obs_vehicles, lights, veh_pose)
+    return observe.bev_with_measurements(state, params, sim_env.bev_view, lights, veh_pose)
 
 
 class CarlaEnv(gymnasium.Env):
@@ -198,7 +201,8 @@ class CarlaEnv(gymnasium.Env):
         _, s0 = self.sim.reset_to_route(jax.random.key(ep_seed), self.params, route)
         o = as_jnp(self.conv.observed(frame, None))
         self.state = self._first_state(s0, o, frame, route)
-        self._obs = jax.device_get(self._observe(self.state, self.params, o.lights))
+        self._obs = jax.device_get(self._observe(self.state, self.params, o.lights,
+                                                 (o.veh_xy, o.veh_cs)))
         self._metrics = {k: 0.0 for k in self.metric_names}
         return self._obs, {"route": route, "server_lost": False}
 
@@ -230,7 +234,7 @@ class CarlaEnv(gymnasium.Env):
         o = o._replace(users=self.conv.users(frame, int(self.state.route), self.state))
         new, reward, term, trunc, info = self._step(self.state, o, p)
         self.state = new
-        self._obs = jax.device_get(self._observe(new, p, o.lights))
+        self._obs = jax.device_get(self._observe(new, p, o.lights, (o.veh_xy, o.veh_cs)))
         info = jax.device_get(info)
         self._metrics = {**{k: float(v) for k, v in info["episode_metrics"].items()},
                          "server_lost": 0.0}

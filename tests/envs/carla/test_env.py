@@ -90,3 +90,43 @@ def test_server_lost_mid_episode_is_truncated_marked_and_reconnected():
     assert len(server.sessions) == 2 and env.lost_episodes == 1
     obs, reward, term, trunc, info = env.step(7)
     assert not info["server_lost"] and info["episode_metrics"]["server_lost"] == 0.0
+
+
+@needs_town01
+def test_observations_draw_vehicles_at_their_exact_pose():
+    """A car 10 m ahead, 1 m to the left of the ego's lane centre, turned 20 deg left: the
+    observation shows that pose, not its lane point's (lateral 0, heading of the lane)."""
+    from envs.carla.convert import ActorState
+    from envs.driving import observe
+
+    # route 0 starts at (338.70, 226.75) heading -90.02 deg; its left is +x
+    car = ActorState(101, 339.70, 216.75, -70.0, 0.0, 0.0, "vehicle.audi.tt")
+    env = CarlaEnv(connect=FakeServer(vehicles=(car,)), action_type="discrete", max_vehicles=4)
+    obs, _ = env.reset(seed=0, options={"route": 0})
+    slot = obs[33:40]  # first car slot of the vector layout (envs.driving.observe)
+    assert slot[6] == 1.0
+    s = env.state  # the ego at the route's first point
+    yaw = float(s.yaw)
+    d = np.array([car.x - float(s.x), car.y - float(s.y)])
+    lon_lat = [d[0] * np.cos(yaw) + d[1] * np.sin(yaw), d[1] * np.cos(yaw) - d[0] * np.sin(yaw)]
+    assert lon_lat[1] > 0.5  # the car is to the left of the ego
+    np.testing.assert_allclose(slot[:2] * 30, lon_lat, atol=1e-3)
+    rel = np.deg2rad(-70.0) - yaw
+    np.testing.assert_allclose(slot[4:6], [np.cos(rel), np.sin(rel)], atol=1e-4)
+    # the lane-point pose of the same state (what the simulator draws) is visibly different
+    lane = np.asarray(observe.vector_obs(env.state, env.params, env.sim.num_obs_vehicles,
+                                         np.zeros(env.conv.num_lights, np.int32)))[33:40]
+    assert abs(lane[1] * 30) < 0.5 and abs(lane[5]) < 0.05
+    # BEV: the same car, drawn from the same exact pose
+    bev_env = CarlaEnv(connect=FakeServer(vehicles=(car,)), action_type="discrete",
+                       max_vehicles=4, obs_type="bev")
+    bev, _ = bev_env.reset(seed=0, options={"route": 0})
+    o = bev_env.conv.observed(bev_env.session.frame(), None)
+    want = observe.bev_obs(bev_env.state, bev_env.params, bev_env.sim.bev_view,
+                           np.asarray(o.lights), (np.asarray(o.veh_xy), np.asarray(o.veh_cs)))
+    np.testing.assert_array_equal(bev["bev"], np.asarray(want))
+    at_lane = observe.bev_obs(bev_env.state, bev_env.params, bev_env.sim.bev_view,
+                              np.asarray(o.lights))
+    assert not np.array_equal(bev["bev"], np.asarray(at_lane))  # the pose is visible
+    cars = observe.BEV_CHANNELS.index("vehicles")
+    assert (bev["bev"][..., cars] > 0).any()
