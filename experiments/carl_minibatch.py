@@ -111,15 +111,20 @@ class CarlMinibatchConfig:
 def _ppo(**kw) -> PPOConfig:
     """CaRL's PPO settings (PPOConfig.carl: shared LayerNorm extractor, advantages
     normalised over the rollout, BEV / 255) at CPU scale: a 128 x 128 extractor on vector
-    obs. `--agent.shared_torso false --agent.layer_norm false --agent.adv_norm minibatch`
-    is the earlier layout; `--agent.clip_value false` the no-value-clipping control."""
+    obs, and policy / value heads of two layers as wide as the extractor (CaRL: 2 x 256
+    on its 256 features; here 2 x 128, and 2 x 256 in "full"). `--agent.no-shared-torso
+    --agent.no-layer-norm --agent.adv-norm minibatch --agent.policy-head-hidden
+    --agent.value-head-hidden` (empty: one Dense layer per head) is the earlier layout;
+    `--agent.no-clip-value` the no-value-clipping control (tyro's flag spelling)."""
     # eval_max_steps >= the env's step limit (quick preset: max_steps 2000, above the
     # leaderboard's route timeout), so every evaluation episode finishes
     # 64 evaluation episodes per seed: with 16 (the first tables) a cell's CI on driving
     # score was as wide as the differences read from it
     base = dict(hidden=(128, 128), activation="relu", normalize_obs=True,
                 eval_episodes=64, eval_max_steps=2000)
-    return PPOConfig.carl(**{**base, **kw})
+    cfg = {**base, **kw}
+    heads = dict(policy_head_hidden=cfg["hidden"], value_head_hidden=cfg["hidden"])
+    return PPOConfig.carl(**{**heads, **cfg})
 
 
 PRESETS: dict[str, CarlMinibatchConfig] = {
@@ -152,7 +157,7 @@ def make_env(cfg: CarlMinibatchConfig, reward: str, episode_end: str = "reward")
     return make_driving(cfg.env_preset, reward=reward, action_type="continuous",
                         obs_type=cfg.obs_type, max_vehicles=cfg.max_vehicles,
                         num_vehicles=cfg.num_vehicles, episode_end=episode_end,
-                        road_users=cfg.road_users)
+                        road_users=cfg.road_users, value_inputs=True)  # CaRL's critic inputs
 
 
 def cells(cfg: CarlMinibatchConfig) -> list[tuple[str, int, int]]:
