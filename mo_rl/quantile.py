@@ -23,15 +23,38 @@ the paper's kappa -> 0 limit. tests/mo_rl/test_quantile.py checks both.
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# Taylor coefficients of cos(pi y) in y^2; on |y| <= 1/2 the first omitted term is < 1e-10.
+_COS_PI = tuple((-1) ** k * math.pi ** (2 * k) / math.factorial(2 * k) for k in range(8))
+
 
 def cosine_features(tau: jax.Array, num_cosines: int = 64) -> jax.Array:
-    """cos(pi * i * tau) for i = 0..num_cosines-1: (...,) -> (..., num_cosines)."""
+    """cos(pi * i * tau) for i = 0..num_cosines-1: (...,) -> (..., num_cosines).
+
+    Why not jnp.cos: XLA's CPU cos is a scalar library call (4.5 ns per element,
+    measured, vs 0.4 ns for exp), and these features were a quarter of an IQN
+    gradient step at batch 256 x 64 fractions. Instead y = i * tau is reduced
+    exactly to [0, 1/2] (period 2, cos(pi y) = cos(pi (2 - y)) = -cos(pi (1 - y)))
+    and cos(pi y) is a degree-14 polynomial there: 4x faster with the dense layer
+    after it, and closer to the float64 value (max error 6e-6 vs 2e-5 for
+    jnp.cos(pi * i * tau), whose float32 argument rounding dominates; tested).
+    """
     i = jnp.arange(num_cosines, dtype=jnp.float32)
-    return jnp.cos(jnp.pi * i * tau[..., None])
+    y = jnp.abs(i * jnp.asarray(tau, jnp.float32)[..., None])
+    y = y - 2.0 * jnp.floor(0.5 * y)  # [0, 2)
+    y = jnp.where(y > 1.0, 2.0 - y, y)  # [0, 1]
+    flip = y > 0.5
+    y = jnp.where(flip, 1.0 - y, y)  # [0, 1/2]
+    z = y * y
+    c = jnp.float32(_COS_PI[-1])
+    for coef in _COS_PI[-2::-1]:
+        c = c * z + coef
+    return jnp.where(flip, -c, c)
 
 
 class CosineTauEmbedding(nn.Module):

@@ -64,6 +64,17 @@ def test_cosine_features_hand_values():
     assert cosine_features(jnp.zeros((5, 7)), 64).shape == (5, 7, 64)
 
 
+def test_cosine_features_match_float64_cos():
+    # the polynomial (not jnp.cos) against cos(pi i tau) in float64 on the same float32 tau,
+    # over random fractions, the ends, quarter points and values outside [0, 1]
+    tau = jnp.concatenate([jax.random.uniform(jax.random.PRNGKey(0), (20_000,)),
+                           jnp.array([0.0, 1.0, 0.5, 0.25, 0.75, 1e-7, 1 - 6e-8, 1 / 3,
+                                      -0.3, 1.7, 2.0])])
+    exact = np.cos(np.pi * np.arange(64) * np.asarray(tau, np.float64)[:, None])
+    err = np.abs(np.asarray(cosine_features(tau, 64), np.float64) - exact)
+    # float32 rounding of i * tau bounds both; it grows with |tau| outside [0, 1]
+    assert err[:20_000].max() < 1e-5 and err.max() < 3e-5, err.max()
+
 def test_tau_embedding_is_relu_dense_of_cosines():
     module = CosineTauEmbedding(features=2, num_cosines=3)
     params = {"params": {"Dense_0": {"kernel": jnp.array([[1.0, -1.0], [2.0, 0.0], [0.0, 3.0]]),
