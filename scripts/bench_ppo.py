@@ -109,7 +109,8 @@ def ours(num_envs: int, total: int, seeds: int, repeats: int, env_name: str = "c
         cfg = PPOConfig.carl(num_envs=num_envs, num_steps=128, total_timesteps=total,
                              minibatch_size=num_envs * 128 // 4, hidden=(128, 128),
                              activation="relu", shared_torso=env_name == "bev",
-                             normalize_obs=True)
+                             normalize_obs=True, policy_head_hidden=(128, 128),
+                             value_head_hidden=(128, 128))
         ret = lambda m: m["episode_return"].sum(-1)
     agent = make_agent(cfg, env, env.default_params)
     keys = jax.random.split(jax.random.key(0), seeds)
