@@ -17,8 +17,13 @@ Ours runs CartPole from envs.classic (the same dynamics as gymnax's).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import glob
+import gzip
+import json
 import platform
+import re
 import subprocess
 import time
 
@@ -28,7 +33,7 @@ import jax.numpy as jnp
 import envs
 import mo_rl  # noqa: F401  (XLA flags before JAX runs anything)
 from agents.iqn import IQNConfig, make_agent
-from mo_rl.agent import make_train
+from mo_rl.agent import make_train, run_updates
 
 
 def ours_config(timesteps: int, **overrides) -> IQNConfig:
@@ -71,6 +76,36 @@ def bench_rejax(timesteps: int, seeds: int, repeats: int) -> tuple[float, float]
     return timed(jax.vmap(algo.train), keys, repeats)
 
 
+def profile_ours(variant: str, updates: int = 50, top: int = 15) -> None:
+    """Where one of our env steps (+ its gradient step) goes: XLA ops from a perfetto trace
+    of `updates` updates after the warm-up, ms per env step, with the jax op they come from."""
+    env, params = envs.make("CartPole-v1")
+    agent = make_agent(ours_config(10 * 2_048 + updates, variant=variant), env, params)
+    state = jax.jit(agent.init)(jax.random.PRNGKey(0))
+    state = jax.jit(lambda s: run_updates(agent, s, 2_048)[0])(state)  # past learning_starts
+    compiled = jax.jit(lambda s: run_updates(agent, s, updates)[0]).lower(state).compile()
+    jax.block_until_ready(compiled(state))
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(state))
+    print(f"# profile ours {variant}: {(time.perf_counter() - t0) / updates * 1e3:.2f} ms "
+          "per env step (untraced)")
+    log_dir = f"/tmp/bench_iqn_profile_{time.time_ns()}"
+    jax.profiler.start_trace(log_dir, create_perfetto_trace=True)
+    jax.block_until_ready(compiled(state))
+    jax.profiler.stop_trace()
+    with gzip.open(glob.glob(f"{log_dir}/**/perfetto_trace.json.gz", recursive=True)[0]) as f:
+        trace = json.load(f)
+    total = collections.Counter()
+    for e in trace["traceEvents"] if isinstance(trace, dict) else trace:
+        if e.get("ph") == "X" and not re.search(r"[A-Z:$]|^(cond|while)", e["name"]):
+            total[e["name"]] += e.get("dur", 0)  # XLA ops only (no executors, loops, python)
+    hlo = compiled.as_text()
+    for name, us in total.most_common(top):
+        m = re.search(r"^\s*%" + re.escape(name) + r" = (\S+) .*?op_name=\"([^\"]*)\"", hlo, re.M)
+        shape, op = (m.group(1), m.group(2).split("closed_call/")[-1]) if m else ("", "")
+        print(f"{us / updates / 1e3:7.3f} ms  {name:28s} {shape:28s} {op[-90:]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timesteps", type=int, default=12_288, help="env steps per seed")
@@ -78,7 +113,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=["iqn"], choices=["iqn", "pr_iqn"],
                     help="ours: pr_iqn times Pr-IQN on CartPole's K=1 reward (dominance path)")
+    ap.add_argument("--profile", action="store_true",
+                    help="only print where our env step's time goes (XLA ops, per variant)")
     args = ap.parse_args()
+    if args.profile:
+        for variant in args.variants:
+            profile_ours(variant)
+        return
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
     print(f"# device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
