@@ -10,7 +10,8 @@ step, buffer 131,072, 2,048 warm-up steps, lr 3e-4, (64, 64) swish MLP, 64
 cosines, a 64-unit head. rejax's periodic evaluation (128 episodes every 4,096
 steps) is replaced by a no-op so both sides time training alone. Each side is
 `jit(train)` over one seed (or vmapped seeds with --seeds), compiled apart
-(lower + compile), warmed up once, then the best of --repeats runs is kept.
+(lower + compile), warmed up once, then the sides run in turn --repeats times
+(interleaved, so load changes on a shared machine hit both) and each keeps its best.
 Ours runs CartPole from envs.classic (the same dynamics as gymnax's).
 """
 
@@ -46,34 +47,39 @@ def ours_config(timesteps: int, **overrides) -> IQNConfig:
     ), **overrides)
 
 
-def timed(fn, keys, repeats: int) -> tuple[float, float]:
+def compiled_train(fn, keys):
+    """(compiled train, compile seconds), run once as a warm-up."""
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(keys).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(keys))  # warm-up
-    best = float("inf")
+    jax.block_until_ready(compiled(keys))
+    return compiled, compile_s
+
+
+def interleaved_best(runs: dict, keys, repeats: int) -> dict[str, float]:
+    """Best wall time per side, the sides run in turn in every repeat, so a change in the
+    machine's load (a shared 2-core VM) hits every side alike rather than one of them."""
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(keys))
-        best = min(best, time.perf_counter() - t0)
-    return compile_s, best
+        for name, compiled in runs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(keys))
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
-def bench_ours(timesteps: int, seeds: int, repeats: int, **overrides) -> tuple[float, float]:
+def ours_train(timesteps: int, **overrides):
     env, params = envs.make("CartPole-v1")
-    agent = make_agent(ours_config(timesteps, **overrides), env, params)
-    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    return timed(jax.vmap(make_train(agent)), keys, repeats)
+    return jax.vmap(make_train(make_agent(ours_config(timesteps, **overrides), env, params)))
 
 
-def bench_rejax(timesteps: int, seeds: int, repeats: int) -> tuple[float, float]:
+def rejax_train(timesteps: int):
     import rejax
 
     algo = rejax.IQN.create(env="CartPole-v1", total_timesteps=timesteps,
                             eval_freq=timesteps, skip_initial_evaluation=True)
     algo = algo.replace(eval_callback=lambda a, ts, rng: jnp.zeros(()))
-    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    return timed(jax.vmap(algo.train), keys, repeats)
+    return jax.vmap(algo.train)
 
 
 def profile_ours(variant: str, updates: int = 50, top: int = 15) -> None:
@@ -128,15 +134,18 @@ def main() -> None:
     print("| seeds | side | compile s | run s | env steps/s | ratio ours / rejax |")
     print("|---|---|---|---|---|---|")
     for seeds in args.seeds:
-        c_r, t_r = bench_rejax(args.timesteps, seeds, args.repeats)
-        sps_r = seeds * args.timesteps / t_r
-        print(f"| {seeds} | rejax IQN | {c_r:.1f} | {t_r:.2f} | {sps_r:,.0f} | |", flush=True)
-        for variant in args.variants:
-            c_o, t_o = bench_ours(args.timesteps, seeds, args.repeats, variant=variant)
-            sps_o = seeds * args.timesteps / t_o
-            print(f"| {seeds} | ours {variant} | {c_o:.1f} | {t_o:.2f} | {sps_o:,.0f} | "
-                  f"{sps_o / sps_r:.2f} |", flush=True)
-
+        keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+        fns = {"rejax IQN": rejax_train(args.timesteps)}
+        fns.update({f"ours {v}": ours_train(args.timesteps, variant=v) for v in args.variants})
+        runs, compile_s = {}, {}
+        for name, fn in fns.items():
+            runs[name], compile_s[name] = compiled_train(fn, keys)
+        best = interleaved_best(runs, keys, args.repeats)
+        sps = {name: seeds * args.timesteps / t for name, t in best.items()}
+        for name in runs:
+            ratio = "" if name == "rejax IQN" else f"{sps[name] / sps['rejax IQN']:.2f}"
+            print(f"| {seeds} | {name} | {compile_s[name]:.1f} | {best[name]:.2f} | "
+                  f"{sps[name]:,.0f} | {ratio} |", flush=True)
 
 if __name__ == "__main__":
     main()
