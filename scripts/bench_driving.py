@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--sweep", type=int, nargs="*", default=[8, 16, 32, 64, 128, 256],
                     help="road-user counts of the scaling curve (empty skips it)")
     ap.add_argument("--sweep-batch", type=int, default=1024)
+    ap.add_argument("--note", default="", help="a line for the header (e.g. what else ran)")
     ap.add_argument("--vehicles-sweep", type=int, nargs="+", default=None,
                     help="only the scaling curve: vector-obs steps/s at these vehicle counts "
                          "(batch = the first of --batches)")
@@ -119,6 +120,8 @@ def main() -> None:
 
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print("\n".join(f"# {line}" for line in bench_header(extra=f"; {now}")))
+    if args.note:
+        print(f"# note: {args.note}")
 
     if args.vehicles_sweep:
         base = None

@@ -155,8 +155,10 @@ def walkers_step(u: Users, params: Any, route: jax.Array, prog: jax.Array, ego_v
     v = jnp.where(moving & ~arrived, u.ped_vd, 0.0)
     yaw_r = rb.yaw[r, u.ped_ri]
     xy = rb.xy[r, u.ped_ri] + q[:, None] * _left(yaw_r)
-    return u._replace(ped_xy=xy, ped_yaw=yaw_r + direction * 0.5 * jnp.pi, ped_v=v, ped_q=q,
-                      ped_dir=direction, ped_armed=u.ped_armed & ~go_sudden)
+    xy, yaw, v, q, direction, armed = sim.keep(xy, yaw_r + direction * 0.5 * jnp.pi, v, q,
+                                               direction, u.ped_armed & ~go_sudden)
+    return u._replace(ped_xy=xy, ped_yaw=yaw, ped_v=v, ped_q=q, ped_dir=direction,
+                      ped_armed=armed)
 
 
 def ego_hits(ego_xy: jax.Array, ego_dir: jax.Array, u: Users) -> tuple[jax.Array, jax.Array]:

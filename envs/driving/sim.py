@@ -55,6 +55,18 @@ GREEN, YELLOW, RED, NO_LIGHT = 0, 1, 2, 3
 
 
 # ----------------------------------------------------------------- geometry
+def keep(*xs):
+    """Materialise arrays: XLA's CPU fusion recomputes a long elementwise chain in every
+    consumer (once per gathered column / stacked coordinate); a reduction is a fusion root
+    it does not inline. (lax.optimization_barrier is dropped before fusion on the CPU.)"""
+    out = []
+    for x in xs:
+        low = jnp.iinfo(x.dtype).min if jnp.issubdtype(x.dtype, jnp.integer) else (
+            False if x.dtype == bool else -jnp.inf)
+        out.append(jnp.max(jnp.stack([x, jnp.full_like(x, low)]), 0))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 def rot(yaw: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.cos(yaw), jnp.sin(yaw)
 
@@ -150,8 +162,8 @@ def light_states(m: MapArrays, time_s: jax.Array, group_offset: jax.Array, green
     phase = green + yellow + allred
     cycle = m.light_nphase * phase
     local = jnp.mod(time_s + group_offset[m.light_group], cycle) - m.light_order * phase
-    return jnp.where((local >= 0) & (local < green), GREEN,
-                     jnp.where((local >= green) & (local < green + yellow), YELLOW, RED))
+    return keep(jnp.where((local >= 0) & (local < green), GREEN,
+                          jnp.where((local >= green) & (local < green + yellow), YELLOW, RED)))
 
 
 # ----------------------------------------------------------------- traffic
@@ -304,6 +316,7 @@ def traffic_step(m: MapArrays, pt, u, v, turn, v_factor, active, ego_xy, ego_cs,
         lambda: lane_changes(m, pt, u, v, active, lat, lane, gap_b, ego_row, step_bits, p,
                              pt_out, u_out),
         lambda: (pt_out, u_out, slide(lat, active, p)))
+    pt_out, u_out, lat_out = keep(pt_out, u_out, lat_out)
     xy_out, cs_out = veh_pose(m, pt_out, u_out, lat_out)
     return (pt_out, u_out, jnp.where(active, v_new, 0.0), jnp.where(active, turn2, turn), acc,
             xy_out, cs_out, lat_out)
@@ -350,6 +363,7 @@ def lane_changes(m: MapArrays, pt, u, v, active, lat, lane, gap_ahead, ego_row, 
     ok_r = (right >= 0) & m.lane_right_same[lane]
     go_right = ok_r & (~ok_l | pick_right)
     target = jnp.where(go_right, right, left)
+    target, bits = keep(target, bits)
     width = row[:, WIDTH]
     duration = width / jnp.maximum(p.lc_lat_speed, 0.1)
     eligible = (active & (ok_l | ok_r) & (row[:, JUNC] < 0) & (jnp.abs(lat) < 0.05)
@@ -373,6 +387,7 @@ def lane_changes(m: MapArrays, pt, u, v, active, lat, lane, gap_ahead, ego_row, 
     # apply to the advanced position (cancelled if the vehicle has left the lane meanwhile)
     change = change & (m.pt_tab[pt_new, LANE].astype(jnp.int32) == lane)
     pt_c, u_c, _ = beside(m, pt_new, u_new, target, jnp.ones_like(active))
+    pt_c, u_c, change = keep(pt_c, u_c, change)
     old_xy = veh_pose(m, pt_new, u_new)[0]
     new_xy, new_cs = veh_pose(m, pt_c, u_c)
     lat_c = to_frame_cs(old_xy - new_xy, new_cs[:, 0], new_cs[:, 1])[:, 1]
@@ -395,4 +410,4 @@ def bicycle(x, y, yaw, v, steer, accel, dt, v_max):
     yaw_rate = v / (0.5 * WHEELBASE) * jnp.sin(beta)
     yaw = jnp.mod(yaw + yaw_rate * dt + jnp.pi, 2 * jnp.pi) - jnp.pi
     v = jnp.clip(v + accel * dt, 0.0, v_max)
-    return x, y, yaw, v, yaw_rate
+    return keep(x, y, yaw, v, yaw_rate)
