@@ -52,7 +52,7 @@ from envs.carla.convert import Frame, WorldConverter, as_jnp, light_index
 from envs.carla.score import step_state
 from envs.carla.server import CarlaServer, CarlaServerLost, CarlaUnreachableError
 from envs.carla.session import Controls, Session
-from envs.driving import PRESETS, find_carla_file, make_driving, observe
+from envs.driving import PRESETS, find_carla_file, make_driving, observe, value_inputs
 
 LOST_ERRORS = (RuntimeError, OSError, CarlaServerLost)  # what a dead server raises
 
@@ -74,8 +74,12 @@ def observation(sim_env, state, params, lights, veh_pose):
     light clock and the vehicles at their exact poses `veh_pose` (centres, (cos, sin))
     instead of their lane points (the same observe.py functions)."""
     if sim_env.obs_type == "vector":
-        return observe.vector_obs(state, params, sim_env.num_obs_vehicles, lights, veh_pose)
-    return observe.bev_with_measurements(state, params, sim_env.bev_view, lights, veh_pose)
+        obs = observe.vector_obs(state, params, sim_env.num_obs_vehicles, lights, veh_pose)
+    else:
+        obs = observe.bev_with_measurements(state, params, sim_env.bev_view, lights, veh_pose)
+    if getattr(sim_env, "value_inputs", False):  # + CaRL's critic-only inputs, as the sim
+        return value_inputs.observation(obs, state, params, sim_env.reward, sim_env.episode_end)
+    return obs
 
 
 class CarlaEnv(gymnasium.Env):

@@ -130,3 +130,19 @@ def test_observations_draw_vehicles_at_their_exact_pose():
     assert not np.array_equal(bev["bev"], np.asarray(at_lane))  # the pose is visible
     cars = observe.BEV_CHANNELS.index("vehicles")
     assert (bev["bev"][..., cars] > 0).any()
+
+
+@needs_town01
+def test_value_inputs_as_in_the_simulator():
+    """make_driving(value_inputs=True) (the CaRL study's critic inputs): CarlaEnv's observation
+    carries them too, computed from its state as the simulator does."""
+    from envs.driving import value_inputs
+
+    env = CarlaEnv(connect=FakeServer(), action_type="discrete", max_vehicles=4,
+                   episode_end="leaderboard", value_inputs=True)
+    obs, _ = env.reset(seed=0, options={"route": 0})
+    for _ in range(3):
+        obs, *_ = env.step(7)
+    assert env.observation_space.contains(obs)
+    want = value_inputs.value_measurements(env.state, env.params, "leaderboard")
+    np.testing.assert_array_equal(obs[value_inputs.VALUE_INPUTS], np.asarray(want))
