@@ -401,7 +401,8 @@ def carla_main(cfg: CarlMinibatchConfig, opts, argv: list[str]) -> None:
     def carla_env(cfg: CarlMinibatchConfig, reward: str, episode_end: str = "reward"):
         return opts.env(cfg.seeds * cfg.agent.num_envs, reward=reward,
                         action_type="continuous", obs_type=cfg.obs_type,
-                        max_vehicles=cfg.max_vehicles, episode_end=episode_end)
+                        max_vehicles=cfg.max_vehicles, episode_end=episode_end,
+                        value_inputs=True)  # as make_env: the critic's inputs
 
     if not opts.eval_only:
         global make_env
