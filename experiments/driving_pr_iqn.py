@@ -370,7 +370,7 @@ def main(cfg: DrivingStudyConfig, argv: list[str]) -> None:
 
 
 def _eval_rows(folder: Path) -> pd.DataFrame:
-    df = pd.read_csv(folder / "metrics.csv")
+    df = pd.read_csv(folder / "metrics.csv", low_memory=False)
     return df[df.phase == "eval"].reset_index(drop=True)
 
 

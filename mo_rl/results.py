@@ -423,7 +423,7 @@ def rebuilt_tables(directory: str | Path) -> dict[str, str]:
     table spec, as texts (nothing is written)."""
     d = Path(directory)
     spec = json.loads((d / "run.json").read_text()).get("table", {})
-    df = pd.read_csv(d / "metrics.csv")
+    df = pd.read_csv(d / "metrics.csv", low_memory=False)
     group_by = spec.get("group_by") or []
     table = table_from_metrics(df, spec.get("metrics"), group_by)
     return table_texts(table, group_by, spec.get("title", ""))
