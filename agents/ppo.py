@@ -162,6 +162,10 @@ class PPOConfig(PPOCore):
     # defaults policy_head_arch / value_head_arch, which dd_ppo.py does not override)
     policy_head_hidden: tuple[int, ...] = ()
     value_head_hidden: tuple[int, ...] = ()
+    # SGD steps per epoch: 0 = every mini-batch of the rollout (batch / minibatch_size);
+    # k = only the first k mini-batches of each epoch's shuffle, so a small mini-batch can
+    # take as few gradient steps as a large one (the equal-gradient-steps control)
+    minibatches_per_epoch: int = 0
     scalarization: str = "weighted_sum"
     scalarization_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -174,12 +178,21 @@ class PPOConfig(PPOCore):
             raise ValueError(f"PPOConfig.scalarization must be one of {SCALARIZATIONS}; "
                              f"got {self.scalarization!r}.")
         object.__setattr__(self, "scalarization_kwargs", dict(self.scalarization_kwargs))
+        k = self.minibatches_per_epoch
+        if (not isinstance(k, int | np.integer) or isinstance(k, bool)
+                or not 0 <= k <= self.num_minibatches):
+            raise ValueError(f"PPOConfig.minibatches_per_epoch must be 0 (all) or 1 .. "
+                             f"{self.num_minibatches} (batch_size / minibatch_size); got {k!r}.")
         for f in ("policy_head_hidden", "value_head_hidden"):
             sizes = tuple(getattr(self, f))
             if not all(isinstance(h, int | np.integer) and not isinstance(h, bool) and h > 0
                        for h in sizes):
                 raise ValueError(f"PPOConfig.{f} must be positive layer sizes; got {sizes!r}.")
             object.__setattr__(self, f, tuple(int(h) for h in sizes))
+
+    @property
+    def sgd_steps_per_epoch(self) -> int:
+        return self.minibatches_per_epoch or self.num_minibatches
 
     # presets ---------------------------------------------------------------
     @classmethod
@@ -557,7 +570,8 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
                       cfg.policy_head_hidden, cfg.value_head_hidden)
 
     num_updates = cfg.num_updates
-    steps_per_update = cfg.num_minibatches * cfg.update_epochs
+    steps_per_epoch = cfg.sgd_steps_per_epoch
+    steps_per_update = steps_per_epoch * cfg.update_epochs
 
     def lr_schedule(count):
         return linear_lr(count, cfg.lr, steps_per_update, num_updates)
@@ -625,9 +639,10 @@ def make_agent(config: PPOConfig, env: Env, env_params: Any = None,
 
     def epoch(carry, perm):
         params, opt_state, batch = carry
+        perm = perm[:steps_per_epoch * cfg.minibatch_size]  # all, or the first k mini-batches
         mbs = jax.tree.map(
             lambda x: jnp.take(x, perm, axis=0).reshape(
-                (cfg.num_minibatches, cfg.minibatch_size) + x.shape[1:]), batch)
+                (steps_per_epoch, cfg.minibatch_size) + x.shape[1:]), batch)
         (params, opt_state), m = jax.lax.scan(sgd_step, (params, opt_state), mbs)
         return (params, opt_state, batch), m
 

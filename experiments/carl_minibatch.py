@@ -5,25 +5,28 @@
     python -m experiments.carl_minibatch --preset medium    # 7 mini-batches 256..16k, 2M steps/seed
     python -m experiments.carl_minibatch --preset full      # one GPU
 
-CaRL (shared/reference/carl.md) reports that PPO with a summed, shaped reward
-(Roach style) stops improving when the mini-batch grows, while the simple
-route-completion reward keeps working. Here PPO (agents.ppo, Beta policy
-over steer / acceleration, CaRL's PPO settings at a smaller scale) trains on
-envs.driving with reward="carl" and with reward="roach", at a FIXED rollout
-batch (num_envs x num_steps) while the mini-batch size sweeps; the number of
-gradient steps per update falls as the mini-batch grows, as in CaRL (the table
-reports each cell's total gradient steps). An equal-gradient-steps control
-(`equal_steps_control`, on by default) adds, per reward, the largest mini-batch
-trained with as many epochs as the smallest mini-batch makes gradient steps, so a
-reader can tell "large mini-batches see fewer gradient steps" apart from "large
-mini-batches are worse per step". Every cell trains the same seeds (vmapped, chunked and
-checkpointed by mo_rl.runner), then runs held-out evaluation episodes with
-the Beta-mean policy. Those episodes follow one rule set for both rewards by
-default (`--eval-rules leaderboard`: CARLA's leaderboard rules and metrics,
-envs.driving.rules), since CaRL's training rules would otherwise cut its
-evaluation routes short at every red light run (`common` is the earlier
-shared rule set, `reward` each reward's training rules). With `--resume`,
-complete runs are only re-evaluated (e.g. under other rules).
+CaRL (shared/reference/carl.md) reports that PPO with a summed, shaped reward (Roach
+style) stops improving when the mini-batch grows, while the simple route-completion
+reward keeps working. Here PPO (agents.ppo, Beta policy over steer / acceleration,
+CaRL's PPO settings at a smaller scale) trains on envs.driving with reward="carl"
+and with reward="roach", at a FIXED rollout batch (num_envs x num_steps) while the
+mini-batch size sweeps; the number of gradient steps per update falls as the
+mini-batch grows, as in CaRL (the table reports each cell's total gradient steps).
+Equal-gradient-steps controls at the two ends of the sweep let a reader tell "large
+mini-batches see fewer gradient steps" apart from "large mini-batches are worse per
+step": `equal_steps_control` adds, per reward, the largest mini-batch trained with
+as many epochs as the smallest makes gradient steps (costly: its gradient work grows
+with the square of the mini-batch ratio, so the medium preset leaves it off on the
+CPU), and `small_end_control` the smallest mini-batch taking only as many
+mini-batches per epoch as the largest (PPOConfig.minibatches_per_epoch; cheap).
+Every cell trains the same seeds (vmapped, chunked and checkpointed by
+mo_rl.runner), then runs held-out evaluation episodes with the Beta-mean policy.
+Those episodes follow one rule set for both rewards by default (`--eval-rules
+leaderboard`: CARLA's leaderboard rules and metrics, envs.driving.rules), since
+CaRL's training rules would otherwise cut its evaluation routes short at every red
+light run (`common` is the earlier shared rule set, `reward` each reward's training
+rules). With `--resume`, complete runs are only re-evaluated (e.g. under other
+rules).
 
 Writes results/carl_minibatch/<name>/:
   table.md / table.csv   driving score, route completion, infraction score,
@@ -45,6 +48,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 import numpy as np
@@ -87,6 +91,9 @@ class CarlMinibatchConfig:
     # add, per reward, the largest mini-batch with update_epochs scaled up so its gradient
     # steps equal the smallest mini-batch's (the equal-gradient-steps control)
     equal_steps_control: bool = True
+    # add, per reward, the smallest mini-batch with only as many mini-batches per epoch as
+    # the largest mini-batch has (equal gradient steps at the small end of the sweep)
+    small_end_control: bool = True
     num_chunks: int = 4
     results_root: str = "results"
     runs_root: str = "runs"
@@ -141,7 +148,10 @@ PRESETS: dict[str, CarlMinibatchConfig] = {
     # epoch); ~2M env steps per seed (about 32 min on 2 CPU cores)
     "medium": CarlMinibatchConfig(
         agent=_ppo(num_envs=64, num_steps=256, minibatch_size=1024, total_timesteps=16384 * 120),
-        name="medium", minibatch_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384)),
+        name="medium", minibatch_sizes=(256, 512, 1024, 2048, 4096, 8192, 16384),
+        # the large-end control (16,384 x 192 epochs) costs ~1-1.5 h per reward on 2 CPU
+        # cores (measured at d411837); the small-end control stays on
+        equal_steps_control=False),
     # CaRL's rollout (128 envs x 512 steps = 65,536) and mini-batches 2k .. 64k, one GPU
     "full": CarlMinibatchConfig(
         agent=_ppo(num_envs=128, num_steps=512, minibatch_size=16384, hidden=(256, 256),
@@ -160,41 +170,80 @@ def make_env(cfg: CarlMinibatchConfig, reward: str, episode_end: str = "reward")
                         road_users=cfg.road_users, value_inputs=True)  # CaRL's critic inputs
 
 
-def cells(cfg: CarlMinibatchConfig) -> list[tuple[str, int, int]]:
-    """(reward, mini-batch, update epochs) of every trained cell, in table order: the sweep
-    at the agent's epochs, then the equal-gradient-steps control when enabled."""
-    epochs = cfg.agent.update_epochs
-    out = [(r, mb, epochs) for r in cfg.rewards for mb in cfg.minibatch_sizes]
+class Cell(NamedTuple):
+    """One trained (reward, mini-batch) cell: its epochs and SGD steps per epoch."""
+
+    reward: str
+    minibatch_size: int
+    update_epochs: int
+    sgd_steps_per_epoch: int
+
+
+KEYS = list(Cell._fields)  # the columns that name a cell in metrics.csv and table.csv
+
+
+def cells(cfg: CarlMinibatchConfig) -> list[Cell]:
+    """Every trained cell in table order: the sweep at the agent's epochs, then the
+    equal-gradient-steps controls when enabled (large end, then small end)."""
+    epochs, bs = cfg.agent.update_epochs, cfg.agent.batch_size
+    out = [Cell(r, mb, epochs, bs // mb) for r in cfg.rewards for mb in cfg.minibatch_sizes]
     lo, hi = min(cfg.minibatch_sizes), max(cfg.minibatch_sizes)
     if cfg.equal_steps_control and hi > lo:
-        out += [(r, hi, epochs * (hi // lo)) for r in cfg.rewards]
+        out += [Cell(r, hi, epochs * (hi // lo), bs // hi) for r in cfg.rewards]
+    if cfg.small_end_control and hi > lo:
+        out += [Cell(r, lo, epochs, bs // hi) for r in cfg.rewards]
     return out
 
 
-def gradient_steps(cfg: CarlMinibatchConfig, mb: int, epochs: int) -> int:
-    """Optimiser steps per seed: updates x epochs x mini-batches per epoch."""
-    return cfg.agent.num_updates * epochs * (cfg.agent.batch_size // mb)
+def is_control(cfg: CarlMinibatchConfig, c: Cell) -> bool:
+    return (c.update_epochs != cfg.agent.update_epochs
+            or c.sgd_steps_per_epoch != cfg.agent.batch_size // c.minibatch_size)
 
 
-def cell_label(reward: str, mb: int, epochs: int, base_epochs: int) -> str:
-    return f"{reward}_mb{mb}" + ("" if epochs == base_epochs else f"_ep{epochs}")
+def gradient_steps(cfg: CarlMinibatchConfig, c: Cell) -> int:
+    """Optimiser steps per seed: updates x epochs x SGD steps per epoch."""
+    return cfg.agent.num_updates * c.update_epochs * c.sgd_steps_per_epoch
+
+
+def cell_label(cfg: CarlMinibatchConfig, c: Cell) -> str:
+    label = f"{c.reward}_mb{c.minibatch_size}"
+    if c.update_epochs != cfg.agent.update_epochs:
+        label += f"_ep{c.update_epochs}"
+    if c.sgd_steps_per_epoch != cfg.agent.batch_size // c.minibatch_size:
+        label += f"_k{c.sgd_steps_per_epoch}"
+    return label
+
+
+def with_cell_columns(cfg: CarlMinibatchConfig, df: pd.DataFrame) -> pd.DataFrame:
+    """metrics.csv of folders written before a control existed: fill the missing columns
+    with the sweep's values."""
+    if "update_epochs" not in df.columns:
+        df = df.assign(update_epochs=cfg.agent.update_epochs)
+    if "sgd_steps_per_epoch" not in df.columns:
+        df = df.assign(sgd_steps_per_epoch=cfg.agent.batch_size // df["minibatch_size"])
+    return df
 
 
 def summary_table(ev: pd.DataFrame) -> pd.DataFrame:
-    """Rows (reward, minibatch_size, update_epochs, metric): mean, 95% bootstrap CI, IQM
-    and n over seeds."""
+    """Rows (cell, metric): mean, 95% bootstrap CI, IQM and n over seeds."""
     rows = []
-    keys = ["reward", "minibatch_size", "update_epochs"]
-    for (reward, mb, ep), g in ev.groupby(keys, sort=False):
+    for key, g in ev.groupby(KEYS, sort=False):
+        c = Cell(str(key[0]), *(int(k) for k in key[1:]))
         for m in TABLE_METRICS:
-            rows.append({"reward": reward, "minibatch_size": int(mb), "update_epochs": int(ep),
-                         "metric": m, **stats.summarize(g[m].to_numpy(np.float64))})
+            rows.append({**c._asdict(), "metric": m,
+                         **stats.summarize(g[m].to_numpy(np.float64))})
     return pd.DataFrame(rows)
 
 
-def _cell(table: pd.DataFrame, reward: str, mb: int, ep: int, m: str) -> str:
-    r = table[(table.reward == reward) & (table.minibatch_size == mb)
-              & (table.update_epochs == ep) & (table.metric == m)]
+def _rows(table: pd.DataFrame, c: Cell) -> pd.DataFrame:
+    return table[(table.reward == c.reward) & (table.minibatch_size == c.minibatch_size)
+                 & (table.update_epochs == c.update_epochs)
+                 & (table.sgd_steps_per_epoch == c.sgd_steps_per_epoch)]
+
+
+def _cell(table: pd.DataFrame, c: Cell, m: str) -> str:
+    r = _rows(table, c)
+    r = r[r.metric == m]
     if r.empty or not np.isfinite(r.iloc[0]["mean"]):
         return "-"
     r = r.iloc[0]
@@ -222,15 +271,22 @@ def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
             "driving score", "route completion (%)", "infraction score", "success (%)",
             "collision (%)", "off-road (%)", "red lights / ep"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for reward, mb, ep in cells(cfg):
-        row = [reward, str(mb), str(ep), str(cfg.agent.batch_size // mb),
-               f"{gradient_steps(cfg, mb, ep):,}"]
-        row += [_cell(table, reward, mb, ep, m) for m in TABLE_METRICS]
+    for c in cells(cfg):
+        row = [c.reward, str(c.minibatch_size), str(c.update_epochs),
+               str(c.sgd_steps_per_epoch), f"{gradient_steps(cfg, c):,}"]
+        row += [_cell(table, c, m) for m in TABLE_METRICS]
         lines.append("| " + " | ".join(row) + " |")
     control = ""
-    if len(cells(cfg)) > len(cfg.rewards) * len(cfg.minibatch_sizes):
-        control = (" Rows with more epochs are the equal-gradient-steps control: the largest "
-                   "mini-batch trained for as many gradient steps as the smallest.")
+    if cfg.equal_steps_control and any(c.update_epochs != cfg.agent.update_epochs
+                                       for c in cells(cfg)):
+        control += (" Rows with more epochs are the equal-gradient-steps control at the "
+                    "large end: the largest mini-batch trained for as many gradient steps as "
+                    "the smallest.")
+    if cfg.small_end_control and any(is_control(cfg, c) and c.update_epochs
+                                     == cfg.agent.update_epochs for c in cells(cfg)):
+        control += (" Rows of the smallest mini-batch with fewer SGD steps per epoch are the "
+                    "control at the small end: only as many mini-batches of each epoch's "
+                    "shuffle as the largest mini-batch has, so as many gradient steps as it.")
     lines += ["", f"Mean over {cfg.seeds} seeds of each seed's {cfg.agent.eval_episodes} "
               "held-out evaluation episodes (Beta-mean policy); [95% bootstrap CI over seeds] "
               "(mo_rl.stats; '-' where undefined). Driving score = route completion x "
@@ -251,9 +307,10 @@ def plot_sweep(table: pd.DataFrame, cfg: CarlMinibatchConfig, path: Path) -> Non
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, m in zip(axes, panels, strict=True):
         for reward in cfg.rewards:
-            t = table[(table.reward == reward) & (table.metric == m)
-                      & (table.update_epochs == cfg.agent.update_epochs)].sort_values(
-                "minibatch_size")
+            rows = table[(table.reward == reward) & (table.metric == m)]
+            sweep = rows.apply(lambda r: not is_control(cfg, Cell(*(r[k] for k in KEYS))),
+                               axis=1).astype(bool)
+            t = rows[sweep].sort_values("minibatch_size")
             s = 100.0 if m in PCT else 1.0
             mean = t["mean"].to_numpy() * s
             lo = np.nan_to_num(mean - t["ci_low"].to_numpy() * s, nan=0.0)
@@ -261,9 +318,8 @@ def plot_sweep(table: pd.DataFrame, cfg: CarlMinibatchConfig, path: Path) -> Non
             line = ax.errorbar(t["minibatch_size"], mean,
                                yerr=[np.maximum(lo, 0), np.maximum(hi, 0)],
                                marker="o", capsize=3, label=f"{reward} reward")
-            ctl = table[(table.reward == reward) & (table.metric == m)
-                        & (table.update_epochs != cfg.agent.update_epochs)]
-            if not ctl.empty:  # the equal-gradient-steps control: a hollow marker
+            ctl = rows[~sweep]
+            if not ctl.empty:  # the equal-gradient-steps controls: hollow markers
                 ax.plot(ctl["minibatch_size"], ctl["mean"] * s, marker="s", ls="none",
                         mfc="none", color=line[0].get_color(),
                         label=f"{reward}, equal gradient steps")
@@ -289,19 +345,18 @@ def plot_curves(train: pd.DataFrame, cfg: CarlMinibatchConfig, path: Path) -> No
     for i, reward in enumerate(cfg.rewards):
         for j, col in enumerate(panels):
             ax = axes[i, j]
-            for r, mb, ep in cells(cfg):
-                if r != reward:
+            for c in cells(cfg):
+                if c.reward != reward:
                     continue
-                d = train[(train.reward == reward) & (train.minibatch_size == mb)
-                          & (train.update_epochs == ep)]
-                wide = d.pivot_table(index="env_steps", columns="seed", values=col,
-                                     dropna=False)
+                wide = _rows(train, c).pivot_table(index="env_steps", columns="seed",
+                                                    values=col, dropna=False)
                 if wide.empty:
                     continue
                 sm = wide.rolling(max(1, len(wide) // 20), min_periods=1).mean().mean(axis=1)
-                ax.plot(sm.index, sm.values, label=f"mb {mb}" + (
-                    "" if ep == cfg.agent.update_epochs else f", {ep} epochs"),
-                    ls="-" if ep == cfg.agent.update_epochs else "--")
+                ctl = is_control(cfg, c)
+                ax.plot(sm.index, sm.values, ls="--" if ctl else "-", label=f"mb "
+                        f"{c.minibatch_size}" + (f", {c.update_epochs} epochs x "
+                                                 f"{c.sgd_steps_per_epoch}" if ctl else ""))
             ax.set_title(f"{reward} reward: {col}")
             ax.set_xlabel("env steps per seed")
         axes[i, 0].legend(fontsize=8)
@@ -317,20 +372,23 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
     # a run's reward and mini-batch are in its env and agent identity; eval_rules only
     # changes the held-out episodes (a resume may re-evaluate under other rules)
     study_id = study_identity(cfg, drop=("rewards", "minibatch_sizes", "eval_rules",
-                                         "equal_steps_control"))
+                                         "equal_steps_control", "small_end_control"))
     # a resumed study whose runs were complete only re-evaluates: keep their training times
     old = out / "timings.json"
     old_runs = json.loads(old.read_text()).get("runs", {}) if cfg.resume and old.exists() else {}
     t_all = time.perf_counter()
     envs = {r: (make_env(cfg, r), make_env(cfg, r, episode_end=cfg.eval_rules)[0])
             for r in cfg.rewards}
-    for reward, mb, ep in cells(cfg):
-        (env, params), eval_env = envs[reward]
-        acfg = dataclasses.replace(cfg.agent, minibatch_size=mb, update_epochs=ep)
-        label = cell_label(reward, mb, ep, cfg.agent.update_epochs)
+    for c in cells(cfg):
+        (env, params), eval_env = envs[c.reward]
+        full = c.sgd_steps_per_epoch == cfg.agent.batch_size // c.minibatch_size
+        acfg = dataclasses.replace(cfg.agent, minibatch_size=c.minibatch_size,
+                                   update_epochs=c.update_epochs,
+                                   minibatches_per_epoch=0 if full else c.sgd_steps_per_epoch)
+        label = cell_label(cfg, c)
         print(f"[{label}] {env.name}: {cfg.seeds} seeds x {acfg.total_timesteps} steps, "
-              f"{ep} epochs x {acfg.num_minibatches} x {mb} "
-              f"({gradient_steps(cfg, mb, ep):,} gradient steps per seed)", flush=True)
+              f"{c.update_epochs} epochs x {c.sgd_steps_per_epoch} x {c.minibatch_size} "
+              f"({gradient_steps(cfg, c):,} gradient steps per seed)", flush=True)
         t0 = time.perf_counter()
         res = run(lambda c, env=env, params=params, ev=eval_env: make_agent(
                       c, env, params, eval_env=ev), acfg,
@@ -343,10 +401,9 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
         kinds.append(res.info["kind"])
         timings[label] = run_timing(res.info, time.perf_counter() - t0, cfg.num_chunks,
                                     old_runs.get(label))
-        frames.append(res.metrics.assign(reward=reward, minibatch_size=mb, update_epochs=ep))
+        frames.append(res.metrics.assign(**c._asdict()))
     df = pd.concat(frames, ignore_index=True)
-    keys = ["reward", "minibatch_size", "update_epochs"]
-    df = df[keys + [c for c in df.columns if c not in keys]]
+    df = df[KEYS + [k for k in df.columns if k not in KEYS]]
     df.to_csv(out / "metrics.csv", index=False)
     table = summary_table(df[df.phase == "eval"])
     texts = tables(cfg, df)
@@ -372,8 +429,7 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
 
 def tables(cfg: CarlMinibatchConfig, df: pd.DataFrame) -> dict[str, str]:
     """table.csv and table.md from the study's metrics (every run's rows)."""
-    if "update_epochs" not in df.columns:  # folders written before the control existed
-        df = df.assign(update_epochs=cfg.agent.update_epochs)
+    df = with_cell_columns(cfg, df)
     table = summary_table(df[df.phase == "eval"])
     users = "walkers, parked cars and stop signs" if cfg.road_users else "no road users"
     title = (f"CaRL vs Roach reward across mini-batch sizes: PPO on envs.driving "
@@ -389,6 +445,8 @@ def rebuild_tables(out: str | Path) -> dict[str, str]:
     df = pd.read_csv(out / "metrics.csv")
     if "update_epochs" not in df.columns:  # written before the equal-gradient-steps control
         cfg = dataclasses.replace(cfg, equal_steps_control=False)
+    if "sgd_steps_per_epoch" not in df.columns:  # written before the small-end control
+        cfg = dataclasses.replace(cfg, small_end_control=False)
     return tables(cfg, df)
 
 

@@ -109,6 +109,21 @@ def test_update_counts_steps_logs_lr_and_first_step_is_on_policy(adv_norm):
     assert abs(float(m["approx_kl"][0])) < 1e-6 and float(m["clip_frac"][0]) == 0.0
 
 
+def test_minibatches_per_epoch_caps_the_gradient_steps():
+    """The equal-gradient-steps control at small mini-batches: k of the rollout's
+    mini-batches per epoch, so epochs x k optimiser steps; the schedule follows them."""
+    env = CartPole()
+    cfg = PPOConfig(num_envs=4, num_steps=16, minibatch_size=8, update_epochs=3,
+                    total_timesteps=64 * 2, minibatches_per_epoch=2)
+    state, metrics = jax.jit(make_train(make_agent(cfg, env)))(jax.random.PRNGKey(0))
+    assert int(optimizer_steps(state.opt_state)) == 2 * 3 * 2  # updates x epochs x k
+    np.testing.assert_allclose(np.asarray(metrics["lr"]), [2.5e-4, 2.5e-4 / 2], rtol=1e-6)
+    assert cfg.sgd_steps_per_epoch == 2 and cfg.replace(minibatches_per_epoch=0) \
+        .sgd_steps_per_epoch == 8
+    with pytest.raises(ValueError, match="minibatches_per_epoch"):
+        cfg.replace(minibatches_per_epoch=9)
+
+
 def test_bad_adv_norm_is_rejected():
     with pytest.raises(ValueError, match="adv_norm"):
         PPOConfig(adv_norm="batch")

@@ -40,16 +40,24 @@ def test_eval_rules_are_checked():
 
 
 def test_equal_gradient_steps_control_cells():
-    from experiments.carl_minibatch import cell_label, cells, gradient_steps
+    from experiments.carl_minibatch import Cell, cell_label, cells, gradient_steps, is_control
 
     cfg = PRESETS["quick"]  # batch 4096, mini-batches 256 .. 4096, 3 epochs, 60 updates
     got = cells(cfg)
-    assert len(got) == 2 * 5 + 2
-    assert got[-2:] == [("carl", 4096, 48), ("roach", 4096, 48)]
-    # 60 updates x 3 epochs x 16 mini-batches = the control's 60 x 48 x 1
-    assert gradient_steps(cfg, 256, 3) == 2880 == gradient_steps(cfg, 4096, 48)
-    assert gradient_steps(cfg, 4096, 3) == 180
-    assert cell_label("carl", 4096, 48, 3) == "carl_mb4096_ep48"
-    assert cell_label("carl", 4096, 3, 3) == "carl_mb4096"
-    off = dataclasses.replace(cfg, equal_steps_control=False)
+    assert len(got) == 2 * 5 + 2 + 2
+    large, small = got[-4:-2], got[-2:]
+    assert large == [("carl", 4096, 48, 1), ("roach", 4096, 48, 1)]
+    assert small == [("carl", 256, 3, 1), ("roach", 256, 3, 1)]
+    # large end: 60 updates x 3 epochs x 16 mini-batches = the control's 60 x 48 x 1
+    assert gradient_steps(cfg, Cell("carl", 256, 3, 16)) == 2880 == gradient_steps(cfg,
+                                                                                   large[0])
+    # small end: mini-batch 256 taking 1 mini-batch per epoch = mini-batch 4096's 180 steps
+    assert gradient_steps(cfg, Cell("carl", 4096, 3, 1)) == 180 == gradient_steps(cfg, small[0])
+    assert [cell_label(cfg, c) for c in (large[0], small[1], got[0])] == [
+        "carl_mb4096_ep48", "roach_mb256_k1", "carl_mb256"]
+    assert [is_control(cfg, c) for c in got] == [False] * 10 + [True] * 4
+    off = dataclasses.replace(cfg, equal_steps_control=False, small_end_control=False)
     assert len(cells(off)) == 10
+    # the medium preset keeps only the cheap small-end control on 2 CPU cores
+    med = cells(PRESETS["medium"])
+    assert len(med) == 2 * 7 + 2 and med[-1] == ("roach", 256, 3, 1)
