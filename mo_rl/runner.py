@@ -249,6 +249,19 @@ def run_timing(info: Mapping[str, Any], wall_s: float, num_chunks: int,
     return t
 
 
+TRAINING_FIELDS = ("compile_s", "train_s", "env_steps_total", "steps_per_s")
+
+
+def keep_training_times(previous: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """A re-evaluation trains nothing: its run.json keeps the training times of the
+    run.json it replaces and puts its own under "re_evaluation", so no time is lost."""
+    if not previous.is_file():
+        return info
+    prev = json.loads(previous.read_text())
+    own = {k: info[k] for k in TRAINING_FIELDS}
+    return {**info, **{k: prev[k] for k in TRAINING_FIELDS if k in prev}, "re_evaluation": own}
+
+
 def run(
     make_agent: Callable[[Any], Agent] | Agent,
     config: Any,
@@ -548,8 +561,11 @@ def run(
             prov = provenance(results_dir, command=command, kind=kind, allow_dirty=allow_dirty,
                               history=history[:-1])
             prov["commands"] = history  # the run's own history (train, resumes, re-evaluations)
+            run_info = {**info, "identity": ident}
+            if kind == "re-evaluate":
+                run_info = keep_training_times(results_dir / "run.json", run_info)
             table = write_results(results_dir, config=config, metrics=df,
-                                  run_info={**info, "identity": ident}, table_metrics=table_metrics,
+                                  run_info=run_info, table_metrics=table_metrics,
                                   group_by=group_by, title=title or f"{study} / {run_name}",
                                   provenance_info=prov)
     return RunResult(state, train, ev, df, True, run_dir, results_dir if main else None, table,

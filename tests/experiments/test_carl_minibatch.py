@@ -16,6 +16,7 @@ def test_study_writes_table_and_resume_only_re_evaluates(tmp_path):
     out = tmp_path / "results" / "carl_minibatch" / "tiny"
     main(cfg, ["--preset", "tiny"])
     first = json.loads((out / "timings.json").read_text())
+    trained = json.loads((out / "carl_mb64" / "run.json").read_text())
     assert "collisions and red lights are penalties" in (out / "table.md").read_text()
 
     main(dataclasses.replace(cfg, resume=True, eval_rules="reward"), ["--resume"])
@@ -26,8 +27,12 @@ def test_study_writes_table_and_resume_only_re_evaluates(tmp_path):
     assert "CaRL's also end on a red light" in (out / "table.md").read_text()
     prov = json.loads((out / "provenance.json").read_text())
     assert [c["kind"] for c in prov["commands"]] == ["train", "re-evaluate"]
-    runs = json.loads((out / "carl_mb64" / "run.json").read_text())["commands"]
-    assert [c["kind"] for c in runs] == ["train", "re-evaluate"]  # training version kept
+    run_json = json.loads((out / "carl_mb64" / "run.json").read_text())
+    assert [c["kind"] for c in run_json["commands"]] == ["train", "re-evaluate"]
+    # the run's own record keeps its training times too; the re-evaluation's are apart
+    assert run_json["train_s"] == trained["train_s"] > 0
+    assert run_json["steps_per_s"] == trained["steps_per_s"] > 0
+    assert run_json["re_evaluation"]["steps_per_s"] is None
     from scripts.make_tables import main as make_tables
 
     assert make_tables(["--root", str(tmp_path / "results"), "--check"]) == 0
