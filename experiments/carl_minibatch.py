@@ -66,6 +66,9 @@ REWARDS = ("carl", "roach")
 TABLE_METRICS = ("driving_score", "route_completion", "infraction_score", "success",
                  "collision", "off_road", "red_light")
 PCT = {"success", "collision", "off_road"}
+# the critic's explained variance over the last EV_TAIL of each seed's training updates:
+# tells whether the critic keeps up with a reward (e.g. under value clipping)
+EV_TAIL = 0.1
 EVAL_RULE_SETS = ("leaderboard", "common", "reward")  # envs.driving episode_end values
 
 
@@ -235,6 +238,21 @@ def summary_table(ev: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def critic_ev(train: pd.DataFrame) -> pd.DataFrame:
+    """Rows (cell, metric "critic_ev"): each seed's mean explained variance of the critic
+    over its last EV_TAIL of updates, summarised over seeds as the table's metrics are."""
+    rows = []
+    if "explained_variance" not in train.columns:
+        return pd.DataFrame(rows)
+    for key, g in train.groupby(KEYS, sort=False):
+        c = Cell(str(key[0]), *(int(k) for k in key[1:]))
+        last = g["update"] > g["update"].max() * (1.0 - EV_TAIL)
+        per_seed = g[last].groupby("seed")["explained_variance"].mean()
+        rows.append({**c._asdict(), "metric": "critic_ev",
+                     **stats.summarize(per_seed.to_numpy(np.float64))})
+    return pd.DataFrame(rows)
+
+
 def _rows(table: pd.DataFrame, c: Cell) -> pd.DataFrame:
     return table[(table.reward == c.reward) & (table.minibatch_size == c.minibatch_size)
                  & (table.update_epochs == c.update_epochs)
@@ -249,8 +267,9 @@ def _cell(table: pd.DataFrame, c: Cell, m: str) -> str:
     r = r.iloc[0]
     s = 100.0 if m in PCT else 1.0
     lo, hi = r["ci_low"] * s, r["ci_high"] * s
-    ci = f" [{lo:.1f}, {hi:.1f}]" if np.isfinite(lo) else ""
-    return f"{r['mean'] * s:.1f}{ci}"
+    digits = 2 if m == "critic_ev" else 1
+    ci = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) else ""
+    return f"{r['mean'] * s:.{digits}f}{ci}"
 
 
 EVAL_RULES = {
@@ -269,12 +288,13 @@ EVAL_RULES = {
 def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
     head = ["reward", "mini-batch", "epochs", "SGD steps / epoch", "gradient steps / seed",
             "driving score", "route completion (%)", "infraction score", "success (%)",
-            "collision (%)", "off-road (%)", "red lights / ep"]
+            "collision (%)", "off-road (%)", "red lights / ep",
+            f"critic EV (last {EV_TAIL:.0%})"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells(cfg):
         row = [c.reward, str(c.minibatch_size), str(c.update_epochs),
                str(c.sgd_steps_per_epoch), f"{gradient_steps(cfg, c):,}"]
-        row += [_cell(table, c, m) for m in TABLE_METRICS]
+        row += [_cell(table, c, m) for m in (*TABLE_METRICS, "critic_ev")]
         lines.append("| " + " | ".join(row) + " |")
     control = ""
     if cfg.equal_steps_control and any(c.update_epochs != cfg.agent.update_epochs
@@ -291,7 +311,9 @@ def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
               "held-out evaluation episodes (Beta-mean policy); [95% bootstrap CI over seeds] "
               "(mo_rl.stats; '-' where undefined). Driving score = route completion x "
               "infraction score (CARLA leaderboard penalties); rates = fraction of episodes "
-              "with >= 1 such event. Rollout batch fixed at "
+              "with >= 1 such event; critic EV = explained variance of the value "
+              f"head on each rollout's targets, mean over the last {EV_TAIL:.0%} of "
+              "training updates. Rollout batch fixed at "
               f"{cfg.agent.num_envs} envs x {cfg.agent.num_steps} steps = "
               f"{cfg.agent.batch_size}; {cfg.agent.update_epochs} epochs; "
               f"{cfg.agent.total_timesteps} env steps per seed." + control + " "
@@ -405,6 +427,9 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     df = df[KEYS + [k for k in df.columns if k not in KEYS]]
     df.to_csv(out / "metrics.csv", index=False)
+    # the tables from the stored metrics (float32 values as written), so that
+    # scripts/make_tables.py rebuilds them identically
+    df = pd.read_csv(out / "metrics.csv", low_memory=False)
     table = summary_table(df[df.phase == "eval"])
     texts = tables(cfg, df)
     for name, text in texts.items():
@@ -430,7 +455,8 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
 def tables(cfg: CarlMinibatchConfig, df: pd.DataFrame) -> dict[str, str]:
     """table.csv and table.md from the study's metrics (every run's rows)."""
     df = with_cell_columns(cfg, df)
-    table = summary_table(df[df.phase == "eval"])
+    table = pd.concat([summary_table(df[df.phase == "eval"]),
+                       critic_ev(df[df.phase == "train"])], ignore_index=True)
     users = "walkers, parked cars and stop signs" if cfg.road_users else "no road users"
     title = (f"CaRL vs Roach reward across mini-batch sizes: PPO on envs.driving "
              f"({cfg.env_preset}, {cfg.num_vehicles} vehicles, {users}, {cfg.obs_type} obs, "

@@ -18,6 +18,7 @@ def test_study_writes_table_and_resume_only_re_evaluates(tmp_path):
     first = json.loads((out / "timings.json").read_text())
     trained = json.loads((out / "carl_mb64" / "run.json").read_text())
     assert "collisions and red lights are penalties" in (out / "table.md").read_text()
+    assert "critic EV (last 10%)" in (out / "table.md").read_text()
 
     main(dataclasses.replace(cfg, resume=True, eval_rules="reward"), ["--resume"])
     again = json.loads((out / "timings.json").read_text())
@@ -66,3 +67,18 @@ def test_equal_gradient_steps_control_cells():
     # the medium preset keeps only the cheap small-end control on 2 CPU cores
     med = cells(PRESETS["medium"])
     assert len(med) == 2 * 7 + 2 and med[-1] == ("roach", 256, 3, 1)
+
+
+def test_critic_ev_is_each_seeds_tail_mean():
+    import pandas as pd
+
+    from experiments.carl_minibatch import critic_ev
+
+    # 10 updates, 2 seeds: the last 10% is update 10 only; seed 1 ends at 0.5, seed 0 at 0.9
+    rows = [{"reward": "carl", "minibatch_size": 256, "update_epochs": 3,
+             "sgd_steps_per_epoch": 16, "seed": s, "update": u,
+             "explained_variance": (0.9 if s == 0 else 0.5) if u == 10 else -1.0}
+            for s in (0, 1) for u in range(1, 11)]
+    t = critic_ev(pd.DataFrame(rows))
+    assert len(t) == 1 and t.iloc[0]["metric"] == "critic_ev"
+    assert t.iloc[0]["mean"] == pytest.approx(0.7) and t.iloc[0]["n"] == 2
