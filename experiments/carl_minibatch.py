@@ -315,8 +315,10 @@ def markdown(table: pd.DataFrame, cfg: CarlMinibatchConfig, title: str) -> str:
               f"head on each rollout's targets, mean over the last {EV_TAIL:.0%} of "
               "training updates. Rollout batch fixed at "
               f"{cfg.agent.num_envs} envs x {cfg.agent.num_steps} steps = "
-              f"{cfg.agent.batch_size}; {cfg.agent.update_epochs} epochs; "
-              f"{cfg.agent.total_timesteps} env steps per seed." + control + " "
+              f"{cfg.agent.batch_size}; {cfg.agent.update_epochs} epochs; value loss "
+              + (f"clipped at {cfg.agent.clip_eps}; " if cfg.agent.clip_value
+                 else "NOT clipped (the no-value-clipping control); ")
+              + f"{cfg.agent.total_timesteps} env steps per seed." + control + " "
               + EVAL_RULES[cfg.eval_rules]]
     return "\n".join(lines) + "\n"
 
