@@ -252,12 +252,8 @@ class Torso(nn.Module):
             shape = leaf.shape[leaf.ndim - nd:]
             x = leaf if nd == 3 else leaf.reshape(leaf.shape[: leaf.ndim - nd] + (-1,))
             if self.layer_norm and nd != 3:
-                x = x.astype(jnp.float32)
-                for h in self.hidden:
-                    x = nn.Dense(h, kernel_init=orthogonal(np.sqrt(2)),
-                                 bias_init=nn.initializers.zeros)(x)
-                    x = getattr(nn, self.activation)(nn.LayerNorm()(x))
-                feats.append(x)
+                feats.append(mlp(x.astype(jnp.float32), [_hidden_dense(h) for h in self.hidden],
+                                 [nn.LayerNorm() for _ in self.hidden], self.activation))
             else:
                 feats.append(torso_for(shape, self.hidden, self.activation)(x))
         return feats[0] if len(feats) == 1 else jnp.concatenate(feats, axis=-1)
