@@ -295,3 +295,22 @@ def test_reward_of_the_wrong_length_is_a_clear_error():
     with pytest.raises(ValueError, match=r"reward of shape \(3,\).*\('safety', 'progress'\).*"
                                          r"needs shape \(2,\)"):
         _run(env, base.default_params, [0, 1])
+
+
+def test_normalize_obs_scales_final_obs_with_the_same_statistics():
+    """PPO bootstraps V(final obs) (issue 18): the final observation of an ended episode
+    must be normalised like every other observation, with the statistics after the step."""
+    env = NormalizeObs(AutoReset(Chain(n=4)), clip=None)
+    _, out = _run(env, Chain(n=4).default_params, [1, 1, 1])
+    onehot = np.eye(4)
+    seen = onehot[[0, 1, 2, 0]]  # reset obs, then each step's obs (step 2 auto-resets to 0)
+    mean, var = seen.mean(0), seen.var(0)  # the 1e-4 prior count is negligible here
+    assert bool(out.terminated[2])
+    want = (onehot[3] - mean) / np.sqrt(var + 1e-8)
+    got = np.asarray(out.info["final_obs"][2])
+    # component 3 was never seen: its variance is the prior's alone, so only its sign is
+    # robust; every other component is checked by value
+    np.testing.assert_allclose(got[:3], want[:3], rtol=1e-3)
+    assert got[3] > 100.0
+    np.testing.assert_allclose(np.asarray(out.obs[2])[:3], (onehot[0] - mean)[:3]
+                               / np.sqrt(var[:3]), rtol=1e-3)
