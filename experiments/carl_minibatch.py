@@ -15,9 +15,9 @@ mini-batch grows, as in CaRL (the table reports each cell's total gradient steps
 Equal-gradient-steps controls at the two ends of the sweep let a reader tell "large
 mini-batches see fewer gradient steps" apart from "large mini-batches are worse per
 step": `equal_steps_control` adds, per reward, the largest mini-batch trained with
-as many epochs as the smallest makes gradient steps (costly: its gradient work grows
-with the square of the mini-batch ratio, so the medium preset leaves it off on the
-CPU), and `small_end_control` the smallest mini-batch taking only as many
+as many epochs as the smallest makes gradient steps (costly: its gradient work is the
+mini-batch ratio times a sweep cell's, 64x in the medium preset, which leaves it off
+on the CPU), and `small_end_control` the smallest mini-batch taking only as many
 mini-batches per epoch as the largest (PPOConfig.minibatches_per_epoch; cheap).
 Every cell trains the same seeds (vmapped, chunked and checkpointed by
 mo_rl.runner), then runs held-out evaluation episodes with the Beta-mean policy.
@@ -116,6 +116,9 @@ class CarlMinibatchConfig:
             f"each must divide the rollout batch agent.num_envs * agent.num_steps = {bs}")
         check(self, "num_chunks", self.agent.num_updates % self.num_chunks == 0,
               f"must divide the agent's num_updates={self.agent.num_updates}")
+        check(self, "agent", self.agent.minibatches_per_epoch == 0,
+              "agent.minibatches_per_epoch is set per cell by the sweep and its controls; "
+              "leave it at 0")
 
 
 def _ppo(**kw) -> PPOConfig:
@@ -201,6 +204,14 @@ def cells(cfg: CarlMinibatchConfig) -> list[Cell]:
 def is_control(cfg: CarlMinibatchConfig, c: Cell) -> bool:
     return (c.update_epochs != cfg.agent.update_epochs
             or c.sgd_steps_per_epoch != cfg.agent.batch_size // c.minibatch_size)
+
+
+def cell_agent(cfg: CarlMinibatchConfig, c: Cell) -> PPOConfig:
+    """The PPO config one cell trains with."""
+    full = c.sgd_steps_per_epoch == cfg.agent.batch_size // c.minibatch_size
+    return dataclasses.replace(cfg.agent, minibatch_size=c.minibatch_size,
+                               update_epochs=c.update_epochs,
+                               minibatches_per_epoch=0 if full else c.sgd_steps_per_epoch)
 
 
 def gradient_steps(cfg: CarlMinibatchConfig, c: Cell) -> int:
@@ -405,10 +416,7 @@ def main(cfg: CarlMinibatchConfig, argv: list[str]) -> pd.DataFrame:
             for r in cfg.rewards}
     for c in cells(cfg):
         (env, params), eval_env = envs[c.reward]
-        full = c.sgd_steps_per_epoch == cfg.agent.batch_size // c.minibatch_size
-        acfg = dataclasses.replace(cfg.agent, minibatch_size=c.minibatch_size,
-                                   update_epochs=c.update_epochs,
-                                   minibatches_per_epoch=0 if full else c.sgd_steps_per_epoch)
+        acfg = cell_agent(cfg, c)
         label = cell_label(cfg, c)
         print(f"[{label}] {env.name}: {cfg.seeds} seeds x {acfg.total_timesteps} steps, "
               f"{c.update_epochs} epochs x {c.sgd_steps_per_epoch} x {c.minibatch_size} "
@@ -470,7 +478,7 @@ def rebuild_tables(out: str | Path) -> dict[str, str]:
     """The study tables of a results folder, from its study.json and metrics.csv."""
     out = Path(out)
     cfg = load_config(CarlMinibatchConfig, out / "study.json")
-    df = pd.read_csv(out / "metrics.csv")
+    df = pd.read_csv(out / "metrics.csv", low_memory=False)
     if "update_epochs" not in df.columns:  # written before the equal-gradient-steps control
         cfg = dataclasses.replace(cfg, equal_steps_control=False)
     if "sgd_steps_per_epoch" not in df.columns:  # written before the small-end control
@@ -480,7 +488,7 @@ def rebuild_tables(out: str | Path) -> dict[str, str]:
 
 def carla_main(cfg: CarlMinibatchConfig, opts, argv: list[str]) -> None:
     """`--env carla` (experiments.carla): the study on CARLA servers, or `--eval-only`: each
-    (reward, mini-batch) run's trained checkpoint (simulator) scored on CARLA under
+    cell's (sweep and controls) trained checkpoint (simulator) scored on CARLA under
     `eval_rules`."""
     from experiments import carla
 
@@ -499,9 +507,9 @@ def carla_main(cfg: CarlMinibatchConfig, opts, argv: list[str]) -> None:
         env, params = make_env(cfg, reward)
         ev, ev_params = carla_env(cfg, reward, cfg.eval_rules)
         horizon = max(cfg.agent.eval_max_steps, int(ev_params.max_steps))
-        for mb in cfg.minibatch_sizes:
-            acfg = dataclasses.replace(cfg.agent, minibatch_size=mb)
-            runs[f"{reward}_mb{mb}"] = (
+        for c in (c for c in cells(cfg) if c.reward == reward):  # sweep and controls
+            acfg = cell_agent(cfg, c)
+            runs[cell_label(cfg, c)] = (
                 lambda a=acfg, e=env, p=params: make_agent(a, e, p),
                 lambda a=acfg, e=env, p=params, v=ev, h=horizon: make_agent(
                     dataclasses.replace(a, eval_max_steps=h), e, p, eval_env=v))

@@ -113,6 +113,20 @@ def identity_diff(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
+def added_at_default(saved: dict[str, Any], now: dict[str, Any],
+                     defaults: dict[str, Any]) -> list[str] | None:
+    """The fields a newer code version added to the run identity, if those are the ONLY
+    differences and each holds its declared default (`defaults`: the identity's fields at
+    their default, nested like it): a checkpoint written before they existed trained with
+    that behaviour, so it may resume. None when anything else differs."""
+    a, b, d = _flatten(saved), _flatten(now), _flatten(defaults)
+    differ = [k for k in sorted(a.keys() | b.keys())
+              if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    if all(k not in a and k in d and d[k] == b[k] for k in differ):
+        return differ
+    return None
+
+
 def _layout_diff(saved: list, current: list) -> str:
     s = {tuple(e[0:1]): e for e in saved}
     c = {tuple(e[0:1]): e for e in current}
@@ -135,12 +149,16 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, config_hash: str, *, max_to_keep: int = 2,
                  code_version: dict[str, Any] | None = None,
-                 identity: dict[str, Any] | None = None):
+                 identity: dict[str, Any] | None = None,
+                 defaults: dict[str, Any] | None = None):
         self.directory = Path(directory).absolute()
         self.config_hash = config_hash
         self.max_to_keep = max_to_keep
         self.code_version = code_version or {}
         self.identity = identity  # JSON-ready dict that config_hash was computed from
+        # identity fields at their declared default (nested like identity): a checkpoint
+        # written before such a field existed still resumes (added_at_default)
+        self.defaults = defaults or {}
 
     def _dir(self, chunk: int) -> Path:
         return self.directory / f"chunk_{chunk:06d}"
@@ -209,8 +227,14 @@ class Checkpointer:
 
         d = self._dir(chunk)
         meta = self.read_meta(chunk)
-        if meta["config_hash"] != self.config_hash:
-            saved = meta.get("identity")
+        saved = meta.get("identity")
+        added = None
+        if meta["config_hash"] != self.config_hash and saved is not None and self.identity:
+            added = added_at_default(saved, self.identity, self.defaults)
+            if added and jax.process_index() == 0:
+                print(f"[checkpoint] {d} was written before these fields existed; resuming "
+                      f"with their defaults, which is how it trained: {', '.join(added)}")
+        if meta["config_hash"] != self.config_hash and not added:
             if saved is not None and self.identity is not None:
                 diff = identity_diff(saved, self.identity)
                 what = ("the run identity differs in: " + "; ".join(diff[:12])

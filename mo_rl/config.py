@@ -112,6 +112,25 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
+def default_fields(cfg: Any) -> dict[str, Any]:
+    """{field: value as in to_dict} of a dataclass config's fields that hold their declared
+    default (what a run identity may lack when it was saved before the field existed)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        value = to_dict(getattr(cfg, f.name))
+        if value == to_dict(default):
+            out[f.name] = value
+    return out
+
+
 def to_json(cfg: Any, **kw: Any) -> str:
     return json.dumps(to_dict(cfg), sort_keys=True, **kw)
 

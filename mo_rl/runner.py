@@ -70,7 +70,14 @@ from mo_rl import sweep
 from mo_rl.agent import Agent, run_updates
 from mo_rl.batching import map_runs
 from mo_rl.checkpoint import CheckpointCorruptError, Checkpointer, CheckpointError
-from mo_rl.config import ConfigError, config_hash, run_flags, save_config, to_dict
+from mo_rl.config import (
+    ConfigError,
+    config_hash,
+    default_fields,
+    run_flags,
+    save_config,
+    to_dict,
+)
 from mo_rl.env import Env
 from mo_rl.metrics_log import MetricsLogger, flatten_metrics
 from mo_rl.progress import ProgressLine, summarize_chunk
@@ -346,7 +353,9 @@ def run(
     }), default=str))
     chash = config_hash(ident)
     run_dir = Path(runs_root) / study / run_name
-    ckpt = Checkpointer(run_dir / "ckpt", chash, code_version=ver, identity=ident)
+    ckpt = Checkpointer(run_dir / "ckpt", chash, code_version=ver, identity=ident,
+                        defaults=json.loads(json.dumps({"agent": default_fields(config)},
+                                                       default=str)))
     metrics_dir = run_dir / "chunk_metrics"
 
     # ---- compiled pieces ---------------------------------------------------------------

@@ -43,6 +43,8 @@ def test_eval_rules_are_checked():
     with pytest.raises(ConfigError, match="eval_rules"):
         dataclasses.replace(PRESETS["tiny"], eval_rules="nope")
     assert CarlMinibatchConfig(agent=PRESETS["quick"].agent).eval_rules == "leaderboard"
+    with pytest.raises(ConfigError, match="minibatches_per_epoch"):  # set per cell
+        CarlMinibatchConfig(agent=PRESETS["quick"].agent.replace(minibatches_per_epoch=2))
 
 
 def test_equal_gradient_steps_control_cells():
@@ -82,3 +84,60 @@ def test_critic_ev_is_each_seeds_tail_mean():
     t = critic_ev(pd.DataFrame(rows))
     assert len(t) == 1 and t.iloc[0]["metric"] == "critic_ev"
     assert t.iloc[0]["mean"] == pytest.approx(0.7) and t.iloc[0]["n"] == 2
+
+
+def _fake_metrics(cfg):
+    """Eval and train rows for every cell: driving score = 10 x sgd steps per epoch +
+    epochs + seed, so each cell's table entry is known by hand."""
+    import pandas as pd
+
+    from experiments.carl_minibatch import TABLE_METRICS, cells
+
+    rows = []
+    for c in cells(cfg):
+        for seed in (0, 1):
+            ds = 10.0 * c.sgd_steps_per_epoch + c.update_epochs + seed
+            rows.append({**c._asdict(), "phase": "eval", "seed": seed,
+                         **{m: 0.0 for m in TABLE_METRICS}, "driving_score": ds})
+            rows += [{**c._asdict(), "phase": "train", "seed": seed, "update": u,
+                      "env_steps": 256 * u, "explained_variance": 0.5,
+                      "train/driving_score": ds} for u in (1, 2)]
+    return pd.DataFrame(rows)
+
+
+def test_tables_plots_and_old_folders_with_controls(tmp_path):
+    from experiments.carl_minibatch import (
+        is_control,
+        plot_curves,
+        plot_sweep,
+        rebuild_tables,
+        summary_table,
+        tables,
+    )
+    from mo_rl.config import save_config
+
+    cfg = dataclasses.replace(PRESETS["tiny"], seeds=2)  # batch 256, mini-batch 64 and 256
+    df = _fake_metrics(cfg)
+    md = tables(cfg, df)["table.md"]
+    rows = [r for r in md.splitlines() if r.startswith("| carl") or r.startswith("| roach")]
+    # sweep (64: 4 steps per epoch, 256: 1) then the controls: 256 x 12 epochs, 64 x 1
+    # 2 updates: gradient steps = 2 x epochs x SGD steps per epoch
+    assert [r.split(" | ")[1:5] for r in rows[:2]] == [["64", "3", "4", "24"],
+                                                      ["256", "3", "1", "6"]]
+    assert rows[4].startswith("| carl | 256 | 12 | 1 | 24 | 22.5 [")  # 10 + 12 + 0.5
+    assert rows[6].startswith("| carl | 64 | 3 | 1 | 6 | 13.5 [")  # 10 + 3 + 0.5
+    assert "control at the small end" in md and "control at the large end" in md
+    plot_sweep(summary_table(df[df.phase == "eval"]), cfg, tmp_path / "sweep.png")
+    plot_curves(df[df.phase == "train"], cfg, tmp_path / "curves.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and (tmp_path / "curves.png").exists()
+    # a folder written before the controls existed: no update_epochs / sgd_steps_per_epoch
+    sweep = df[[not is_control(cfg, c) for c in df[["reward", "minibatch_size",
+                "update_epochs", "sgd_steps_per_epoch"]].itertuples(index=False)]]
+    old = tmp_path / "old"
+    old.mkdir()
+    save_config(cfg, old / "study.json")
+    sweep.drop(columns=["update_epochs", "sgd_steps_per_epoch"]).to_csv(
+        old / "metrics.csv", index=False)
+    got = rebuild_tables(old)["table.md"]
+    assert "| carl | 64 | 3 | 4 | 24 | 43.5 [" in got and "control" not in got
+    assert got.count("| roach |") == 2

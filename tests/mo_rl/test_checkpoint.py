@@ -146,3 +146,32 @@ def test_deleted_array_data_is_detected(tmp_path):
         f.unlink()
     with pytest.raises(CheckpointCorruptError, match="could not be read"):
         ck.restore(1, _state())
+
+
+def test_a_field_added_later_at_its_default_still_resumes(tmp_path, capsys):
+    """A checkpoint saved before a config field existed trained with the field's default
+    behaviour: it resumes when the field is at that default, and is refused otherwise."""
+    saved = {"agent": {"lr": 0.1}}
+    Checkpointer(tmp_path, "aaa", identity=saved).save(1, _state(1))
+    now = {"agent": {"lr": 0.1, "minibatches_per_epoch": 0}}
+    got, _ = Checkpointer(tmp_path, "bbb", identity=now, defaults=now).restore(1, _state(0))
+    _assert_same(got, _state(1))
+    assert "minibatches_per_epoch" in capsys.readouterr().out
+    changed = {"agent": {"lr": 0.1, "minibatches_per_epoch": 2}}
+    with pytest.raises(CheckpointMismatchError, match="minibatches_per_epoch: saved"):
+        Checkpointer(tmp_path, "ccc", identity=changed, defaults={"agent": {"lr": 0.1}}
+                     ).restore(1, _state(0))
+    # another field differing as well: refused, the added field named with it
+    other = {"agent": {"lr": 0.2, "minibatches_per_epoch": 0}}
+    with pytest.raises(CheckpointMismatchError, match=r"agent\.lr: saved 0\.1, now 0\.2"):
+        Checkpointer(tmp_path, "ddd", identity=other, defaults={"agent": {
+            "minibatches_per_epoch": 0}}).restore(1, _state(0))
+
+
+def test_default_fields_lists_fields_at_their_default():
+    from agents.ppo import PPOConfig
+    from mo_rl.config import default_fields
+
+    d = default_fields(PPOConfig(lr=1e-3, policy_head_hidden=(8,)))
+    assert d["minibatches_per_epoch"] == 0 and d["value_head_hidden"] == []
+    assert "lr" not in d and "policy_head_hidden" not in d
