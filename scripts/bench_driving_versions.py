@@ -70,21 +70,24 @@ def commit_of(rev: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:  # the timed process, inside one version's worktree
+        return child(int(argv[1]), int(argv[2]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("revs", nargs="+", help="git revisions; the first is the reference")
     ap.add_argument("--batches", type=int, nargs="+", default=[256, 4096])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--note", default="")
-    ap.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child:
-        return child(*args.child)
 
     from mo_rl.results import bench_header
 
-    for line in bench_header(extra=args.note):
-        print(line)
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for line in bench_header(extra=f"; {now}"):
+        print(f"# {line}")
+    if args.note:
+        print(f"# note: {args.note}")
     commits = [commit_of(r) for r in args.revs]
     best: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
