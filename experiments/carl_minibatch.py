@@ -201,17 +201,20 @@ def cells(cfg: CarlMinibatchConfig) -> list[Cell]:
     return out
 
 
+def all_minibatches(cfg: CarlMinibatchConfig, c: Cell) -> bool:
+    """Whether the cell uses every mini-batch of the rollout in each epoch."""
+    return c.sgd_steps_per_epoch == cfg.agent.batch_size // c.minibatch_size
+
+
 def is_control(cfg: CarlMinibatchConfig, c: Cell) -> bool:
-    return (c.update_epochs != cfg.agent.update_epochs
-            or c.sgd_steps_per_epoch != cfg.agent.batch_size // c.minibatch_size)
+    return c.update_epochs != cfg.agent.update_epochs or not all_minibatches(cfg, c)
 
 
 def cell_agent(cfg: CarlMinibatchConfig, c: Cell) -> PPOConfig:
     """The PPO config one cell trains with."""
-    full = c.sgd_steps_per_epoch == cfg.agent.batch_size // c.minibatch_size
+    k = 0 if all_minibatches(cfg, c) else c.sgd_steps_per_epoch
     return dataclasses.replace(cfg.agent, minibatch_size=c.minibatch_size,
-                               update_epochs=c.update_epochs,
-                               minibatches_per_epoch=0 if full else c.sgd_steps_per_epoch)
+                               update_epochs=c.update_epochs, minibatches_per_epoch=k)
 
 
 def gradient_steps(cfg: CarlMinibatchConfig, c: Cell) -> int:
@@ -223,7 +226,7 @@ def cell_label(cfg: CarlMinibatchConfig, c: Cell) -> str:
     label = f"{c.reward}_mb{c.minibatch_size}"
     if c.update_epochs != cfg.agent.update_epochs:
         label += f"_ep{c.update_epochs}"
-    if c.sgd_steps_per_epoch != cfg.agent.batch_size // c.minibatch_size:
+    if not all_minibatches(cfg, c):
         label += f"_k{c.sgd_steps_per_epoch}"
     return label
 
